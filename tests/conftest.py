@@ -1,0 +1,51 @@
+"""Shared fixtures. Real data comes from ../shared/data; models are the embedded SmolLM2 or tiny random-init
+models built from its config and tokenizer (fast, and enough to exercise every real component)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+os.environ.setdefault("INSPECT_DISPLAY", "none")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("POSTTRAIN_GRAPH_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
+        pytest.fail(f"real GSM8K data not found under {SHARED_DATA} (set POSTTRAIN_GRAPH_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted from GGUF once (cached across sessions)."""
+    from tools.model import convert_embedded
+
+    return convert_embedded()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random-init model with SmolLM2's tokenizer and chat template: trains and generates in seconds."""
+    return make_tiny_model(embedded_model_dir, tmp_path_factory.mktemp("tiny-model"))
+
+
+def make_tiny_model(source: Path, out: Path) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(source)
+    config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, architectures=["LlamaForCausalLM"]))
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return out

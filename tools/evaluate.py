@@ -1,0 +1,138 @@
+"""Run the benchmark's canonical inspect-ai evaluation and turn its log into evidence for the next decision."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from graph.state import EvalReport, FailureMode
+from tasks.base import BenchmarkTask, sample_floor
+from tools.model import model_sha256
+
+SUMMARY_SAMPLES = 15
+
+
+class EvalRefused(ValueError):
+    """An evaluation that would break the protocol (e.g. fewer samples than the floor for a comparison)."""
+
+
+def check_limit(limit: int, benchmark_size: int) -> None:
+    floor = sample_floor(benchmark_size)
+    if limit < floor:
+        raise EvalRefused(f"refusing to compare on {limit} samples: the floor is {floor} "
+                          f"(max(32, ceil(5% of {benchmark_size})))")
+
+
+def choose_provider(requested: str, on_gpu: bool) -> str:
+    if requested != "auto":
+        return requested
+    return "vllm" if on_gpu else "prefixcache"
+
+
+def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, on_gpu: bool, provider: str,
+             batch_size: int, seed: int, on_progress: Callable[[str], None] | None = None) -> EvalReport:
+    """Evaluate `model_dir` on the first `limit` test samples with the canonical task; writes the raw inspect log,
+    `metrics.json` and `sample_summary.md` under `out_dir`."""
+    import inspect_ai
+
+    import tools._registry  # noqa: F401  registers the prefixcache provider even without the entry point
+
+    gen = task.generation(on_gpu)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_args: dict = {"batch_size": batch_size} if provider in ("hf", "prefixcache") else {}
+    if provider == "vllm":
+        model_args = {"gpu_memory_utilization": 0.3}
+    if on_progress:
+        on_progress(f"evaluating {model_dir} on {limit} samples with {provider}/ (max_tokens {gen.max_tokens})")
+    t0 = time.time()
+    logs = inspect_ai.eval(
+        task.inspect_task(), model=f"{provider}/{model_dir}", model_args=model_args, limit=limit,
+        max_tokens=gen.max_tokens, temperature=gen.temperature, seed=seed, log_dir=str(out_dir / "inspect"),
+        log_format="json", display="none", max_connections=batch_size, score_display=False,
+    )
+    runtime = time.time() - t0
+    log = logs[0]
+    if log.status != "success":
+        raise RuntimeError(f"evaluation failed ({log.status}): {log.error.message if log.error else 'no detail'}")
+    metrics = log.results.scores[0].metrics
+    samples = [_sample_view(s) for s in log.samples]
+    report = EvalReport(
+        model_dir=str(model_dir), model_sha256=model_sha256(model_dir), accuracy=metrics["accuracy"].value,
+        stderr=metrics["stderr"].value, n=len(samples), limit=limit, canonical=gen.canonical,
+        max_tokens=gen.max_tokens, provider=provider, log_path=str(Path(log.location)),
+        metrics_path=str(out_dir / "metrics.json"), summary_path=str(out_dir / "sample_summary.md"),
+        failure_modes=classify_failures(task, samples, gen.max_tokens), runtime_s=round(runtime, 1),
+    )
+    (out_dir / "metrics.json").write_text(json.dumps({
+        "accuracy": report.accuracy, "stderr": report.stderr, "n": report.n, "limit": limit, "seed": seed,
+        "model_path": report.model_dir, "model_sha256": report.model_sha256, "provider": provider,
+        "max_tokens": gen.max_tokens, "canonical": gen.canonical, "runtime_s": report.runtime_s,
+        "note": None if gen.canonical else "CPU profile: max_tokens capped below the benchmark's 4000; not canonical",
+    }, indent=2))
+    write_sample_summary(samples, out_dir / "sample_summary.md", seed=seed, header=report)
+    return report
+
+
+def _sample_view(sample) -> dict:
+    score = next(iter(sample.scores.values()))
+    user = next((m.text for m in reversed(sample.messages) if m.role == "user"), str(sample.input))
+    return {
+        "id": str(sample.id), "correct": score.value == "C", "answer": score.answer, "input": user,
+        "target": sample.target if isinstance(sample.target, str) else ", ".join(sample.target),
+        "output": sample.output.completion, "stop_reason": sample.output.stop_reason,
+    }
+
+
+def write_sample_summary(samples: list[dict], path: Path, *, seed: int, header: EvalReport) -> None:
+    """15 random samples (fixed seed), each with score, input, target and model output."""
+    picked = random.Random(seed).sample(samples, min(SUMMARY_SAMPLES, len(samples)))
+    lines = [f"# Sample summary: {header.model_dir}", "",
+             f"accuracy {header.accuracy:.4f} ± {header.stderr:.4f} on {header.n} samples; provider {header.provider}; "
+             f"max_tokens {header.max_tokens}{'' if header.canonical else ' (CPU profile, not canonical)'}", ""]
+    for i, s in enumerate(picked, 1):
+        lines += [f"## {i}. {s['id']}: {'correct' if s['correct'] else 'wrong'} (extracted {s['answer']!r})", "",
+                  "**Input**", "", "```", s["input"], "```", "", f"**Target**: {s['target']}", "",
+                  f"**Output** (stop: {s['stop_reason']})", "", "```", s["output"], "```", ""]
+    path.write_text("\n".join(lines))
+
+
+def classify_failures(task: BenchmarkTask, samples: list[dict], max_tokens: int) -> list[FailureMode]:
+    """Label every wrong sample with one failure mode; each mode carries its category, count and examples."""
+    labels: dict[str, tuple[str, list[str]]] = {}
+    counts: Counter[str] = Counter()
+    for s in samples:
+        if s["correct"]:
+            continue
+        label, category = _failure_label(task, s)
+        counts[label] += 1
+        examples = labels.setdefault(label, (category, []))[1]
+        if len(examples) < 3:
+            examples.append(f"{s['id']}: target {s['target']}, got {s['answer']!r}; output ends "
+                            f"{s['output'][-160:]!r}")
+    return [FailureMode(label=label, category=labels[label][0], count=n, examples=labels[label][1])
+            for label, n in counts.most_common()]
+
+
+def _failure_label(task: BenchmarkTask, s: dict) -> tuple[str, str]:
+    out = s["output"]
+    if not out.strip():
+        return "empty output", "inference_template"
+    if _repeats(out):
+        return "repetition loop", "training"
+    if s["stop_reason"] == "max_tokens":
+        return "cut off at the token limit", "training"
+    if not task.answer_ok(out):
+        return "no answer line in the expected format", "inference_template"
+    return "answer line present but the number is wrong", "data"
+
+
+def _repeats(text: str, n: int = 8, times: int = 4) -> bool:
+    """A word n-gram that occurs `times` or more: the decoding fell into a loop."""
+    words = re.findall(r"\S+", text)
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return bool(grams) and grams.most_common(1)[0][1] >= times
