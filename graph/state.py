@@ -33,6 +33,8 @@ class DataKnobs(Handoff):
     """Prepend the evaluation's own system message (the few-shot block) to every training prompt."""
     strip_annotations: bool = True
     """Drop GSM8K-style calculator notes (<<...>>) that the evaluation never shows."""
+    rewrite_answers: bool = True
+    """Rewrite each source answer into the evaluation's answer format (off: keep the source's own text)."""
     seed: int = 0
 
 
@@ -199,5 +201,8 @@ class RunState(InputState, total=False):
     data_rounds: int
     train_result: TrainResult
     eval_report: EvalReport
+    failure: str | None
+    """Why the current iteration could not finish (training crashed, data never approved); None when it did."""
+    final_eval: EvalReport
     history: Annotated[list[IterationRecord], operator.add]
     stop_reason: str

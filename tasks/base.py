@@ -99,8 +99,9 @@ class BenchmarkTask(ABC):
         """Generation settings for the evaluation; the CPU profile may cap max_tokens (then not canonical)."""
 
     @abstractmethod
-    def training_example(self, row: dict[str, Any], *, with_system: bool, strip_annotations: bool) -> TrainingExample:
-        """A train-split row rendered in the evaluation's own prompt and answer format."""
+    def training_example(self, row: dict[str, Any], *, with_system: bool, strip_annotations: bool,
+                         rewrite: bool = True) -> TrainingExample:
+        """A train-split row rendered in the evaluation's own prompt and (when `rewrite`) answer format."""
 
     @abstractmethod
     def answer_ok(self, response: str) -> bool:

@@ -49,7 +49,8 @@ class GSM8K(BenchmarkTask):
             return GenerationSettings(max_tokens=CANONICAL_MAX_TOKENS)
         return GenerationSettings(max_tokens=CPU_MAX_TOKENS, canonical=False)
 
-    def training_example(self, row: dict[str, Any], *, with_system: bool, strip_annotations: bool) -> TrainingExample:
+    def training_example(self, row: dict[str, Any], *, with_system: bool, strip_annotations: bool,
+                         rewrite: bool = True) -> TrainingExample:
         from inspect_evals.gsm8k.gsm8k import record_to_sample
 
         sample = record_to_sample(row)
@@ -60,8 +61,8 @@ class GSM8K(BenchmarkTask):
         if strip_annotations:
             reasoning = CALCULATOR_NOTE.sub("", reasoning)
         # The same shape as the task's own few-shot answers: reasoning, blank line, answer line.
-        return TrainingExample(messages, f"{reasoning}\n\nANSWER: {sample.target}", str(sample.id),
-                               str(sample.input))
+        response = f"{reasoning}\n\nANSWER: {sample.target}" if rewrite else row["answer"]
+        return TrainingExample(messages, response, str(sample.id), str(sample.input))
 
     def answer_ok(self, response: str) -> bool:
         return bool(ANSWER_LINE.search(response))

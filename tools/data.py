@@ -74,8 +74,8 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
     rows = [r for i, r in enumerate(rows) if i not in drop]
     ops.append(OpCount(op="near-duplicate removal (MinHash LSH)", rows_after=len(rows)))
 
-    examples = [task.training_example(r, with_system=knobs.with_system, strip_annotations=knobs.strip_annotations)
-                for r in rows]
+    examples = [task.training_example(r, with_system=knobs.with_system, strip_annotations=knobs.strip_annotations,
+                                      rewrite=knobs.rewrite_answers) for r in rows]
     examples = [e for e in examples if e.source_id not in exclude_ids]
     ops.append(OpCount(op=f"decontamination exclusions ({len(exclude_ids)} ids)", rows_after=len(examples)))
 

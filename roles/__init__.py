@@ -1,0 +1,1 @@
+"""The roles of the post-training team, one module each; every role is one graph node."""

@@ -1,0 +1,140 @@
+"""Data validation checks: structure, alignment with the evaluation, content quality and decontamination.
+
+The checks only measure; which way the data goes next (approve, back to construction, back to selection)
+is the validation role's decision.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graph.state import Check, DatasetManifest
+from tasks.base import BenchmarkTask
+from tools.data import load_records
+
+PAIRS = 5
+PLACEHOLDER = "<<SAMPLE INPUT>>"
+
+
+@dataclass
+class ValidationFindings:
+    checks: list[Check]
+    usable_rows: int
+    contaminated: dict[str, list[str]] = field(default_factory=dict)
+    """Training source id → the test ids it shares an n-gram with."""
+    report_md: str = ""
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+
+def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, cutoff_len: int,
+             index) -> ValidationFindings:
+    """Run every check over the constructed dataset; `index` is the test set's n-gram index."""
+    from transformers import AutoTokenizer
+
+    from tools.decontam import find_contamination
+    from tools.train import end_of_turn
+
+    records, meta = load_records(Path(manifest.dataset_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    eot = end_of_turn(tokenizer)
+    checks, lines = [], [f"# Validation report (construction attempt {manifest.attempt})", "",
+                         f"{len(records)} rows from {', '.join(manifest.sources)}", ""]
+
+    broken = [i for i, r in enumerate(records) if not _well_formed(r, eot, tokenizer, cutoff_len)]
+    checks.append(Check(name="structure", passed=bool(records) and not broken,
+                        detail=f"{len(records)} rows, {len(broken)} empty, truncated, over {cutoff_len} tokens or "
+                               f"without the end-of-turn token" + (f" (first: row {broken[0]})" if broken else "")))
+
+    align_ok, align_detail, pairs_md = _alignment(task, tokenizer, records, meta, manifest.with_system, eot)
+    checks.append(Check(name="alignment", passed=align_ok, detail=align_detail))
+
+    checks.append(_content(task, records, eot))
+
+    rows = [(m["source_id"], r["instruction"] + "\n" + r["output"]) for r, m in zip(records, meta)]
+    contaminated = find_contamination(rows, index)
+    hit_ids = sorted({t for ids in contaminated.values() for t in ids})
+    checks.append(Check(name="decontamination", passed=not contaminated,
+                        detail=f"{len(contaminated)} rows share a {index.n}-gram with {len(hit_ids)} test samples"
+                               + (f": {', '.join(hit_ids)}" if hit_ids else "")))
+
+    for c in checks:
+        lines.append(f"- **{c.name}**: {'pass' if c.passed else 'FAIL'}. {c.detail}")
+    lines += ["", "## Training samples beside evaluation prompts", "", pairs_md]
+    usable = len(records) - len(broken)
+    return ValidationFindings(checks=checks, usable_rows=usable, contaminated=contaminated, report_md="\n".join(lines))
+
+
+def _well_formed(record: dict, eot: str, tokenizer, cutoff_len: int) -> bool:
+    prompt, output = record.get("instruction", ""), record.get("output", "")
+    if not prompt.strip() or not output.strip() or not output.endswith(eot) or "\ufffd" in prompt + output:
+        return False
+    return len(tokenizer(prompt + output, add_special_tokens=False)["input_ids"]) <= cutoff_len
+
+
+def _skeleton(prompt: str, sample_input: str) -> str:
+    return prompt.replace(sample_input, PLACEHOLDER)
+
+
+def _alignment(task: BenchmarkTask, tokenizer, records: list[dict], meta: list[dict], with_system: bool,
+               eot: str) -> tuple[bool, str, str]:
+    """Compare rendered training prompts with prompts rendered by the canonical evaluation path.
+
+    With the sample input masked out, every training prompt must equal the evaluation's prompt (minus the
+    system block when the dataset deliberately leaves it out), and every response must end with the
+    answer line the scorer reads, followed by the end-of-turn token.
+    """
+    eval_inputs = task.eval_inputs(PAIRS)
+    eval_skeletons = set()
+    eval_rendered = []
+    for text in eval_inputs:
+        messages = task.eval_messages(text)
+        if not with_system:
+            messages = [m for m in messages if m["role"] != "system"]
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        eval_rendered.append(rendered)
+        eval_skeletons.add(_skeleton(rendered, text))
+    problems = []
+    if len(eval_skeletons) != 1:
+        problems.append("evaluation prompts do not share one template")
+    mismatched = [i for i, (r, m) in enumerate(zip(records, meta)) if _skeleton(r["instruction"], m["input"])
+                  not in eval_skeletons]
+    no_answer = [i for i, r in enumerate(records) if not task.answer_ok(r["output"].removesuffix(eot))]
+    if mismatched:
+        problems.append(f"{len(mismatched)} training prompts differ from the evaluation's prompt template "
+                        f"(first: row {mismatched[0]})")
+    if no_answer:
+        problems.append(f"{len(no_answer)} responses lack the evaluation's answer line, {task.answer_line_hint} "
+                        f"(first: row {no_answer[0]})")
+    pairs = []
+    for i in range(min(PAIRS, len(records))):
+        pairs += [f"### Pair {i + 1}", "", "Training sample:", "", "```", records[i]["instruction"] + records[i]["output"],
+                  "```", "", "Evaluation prompt:", "", "```", eval_rendered[i % len(eval_rendered)], "```", ""]
+    system_note = "" if with_system else " (system block left out of training prompts by design)"
+    detail = "; ".join(problems) if problems else (
+        f"all {len(records)} prompts match the evaluation template{system_note}; all responses end with the answer line")
+    return not problems, detail, "\n".join(pairs)
+
+
+def _content(task: BenchmarkTask, records: list[dict], eot: str) -> Check:
+    outputs = [r.get("output", "").removesuffix(eot) for r in records]
+    dupes = sum(n - 1 for n in Counter(r.get("instruction", "") for r in records).values() if n > 1)
+    garbage = [i for i, o in enumerate(outputs) if _garbage(o)]
+    # Overly templated synthesis shows as many responses sharing one shape once numbers are masked.
+    shapes = Counter("".join("9" if ch.isdigit() else ch for ch in o) for o in outputs)
+    top_share = shapes.most_common(1)[0][1] / len(outputs) if outputs else 0.0
+    templated = len(outputs) >= 20 and top_share > 0.2
+    ok = bool(records) and not dupes and not garbage and not templated
+    return Check(name="content", passed=ok,
+                 detail=f"{dupes} duplicate prompts, {len(garbage)} garbage responses, most common response shape "
+                        f"covers {top_share:.0%} of rows")
+
+
+def _garbage(text: str) -> bool:
+    if len(text.strip()) < 3:
+        return True
+    printable = sum(ch.isprintable() or ch in "\n\t" for ch in text)
+    return printable / len(text) < 0.95
