@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from graph.context import RunContext
 from graph.state import Stage
+from tools.evaluate import choose_provider
 from tools.guards import record_eval_checksums
 
 
@@ -12,7 +13,7 @@ def node(state: dict, ctx: RunContext) -> dict:
     gen = task.generation(ctx.on_gpu)
     floor = task.sample_floor()
     limit = s.eval_limit or floor
-    sums = record_eval_checksums(ctx.ws)
+    sums = record_eval_checksums(ctx.ws, choose_provider(s.eval_provider, ctx.on_gpu))
     text = f"""# Task definition (stage 0)
 
 - Benchmark: {task.name}: {task.description}
@@ -21,7 +22,7 @@ def node(state: dict, ctx: RunContext) -> dict:
 - Evaluation: the benchmark's canonical inspect-ai task; {task.benchmark_size()} test samples; development
   comparisons on the first {limit} (floor max(32, ceil(5%)) = {floor}).
 - Answer format: {task.answer_line_hint}
-- Generation (fixed by the task, never by an agent): max_tokens {gen.max_tokens}, temperature {gen.temperature}
+- Generation (fixed by the task, never by an agent): max_tokens {gen.max_tokens}, {'greedy decoding' if gen.greedy else 'provider sampling defaults'}
   {"" if gen.canonical else "(CPU profile: max_tokens below the benchmark's 4000, so scores are NOT canonical)"}
 - Hardware: {"GPU" if ctx.on_gpu else "CPU only"}; budget {s.hours:g} h of work; at most {s.max_iterations} iterations
 - Backbones: {", ".join(f"{r}={s.backbone_for(r)}" for r in ctx.policies)}

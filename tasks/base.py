@@ -25,7 +25,9 @@ class GenerationSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_tokens: int
-    temperature: float = 0.0
+    greedy: bool = False
+    """Greedy decoding (the CPU profile, for comparable scores between iterations); otherwise the provider's
+    defaults, as PostTrainBench runs them."""
     canonical: bool = True
     """False when a CPU profile caps max_tokens below the benchmark's own; such scores are not canonical."""
 

@@ -47,7 +47,7 @@ class GSM8K(BenchmarkTask):
     def generation(self, on_gpu: bool) -> GenerationSettings:
         if on_gpu:
             return GenerationSettings(max_tokens=CANONICAL_MAX_TOKENS)
-        return GenerationSettings(max_tokens=CPU_MAX_TOKENS, canonical=False)
+        return GenerationSettings(max_tokens=CPU_MAX_TOKENS, greedy=True, canonical=False)
 
     def training_example(self, row: dict[str, Any], *, with_system: bool, strip_annotations: bool,
                          rewrite: bool = True) -> TrainingExample:

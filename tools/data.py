@@ -96,6 +96,11 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
                           f"cap {knobs.max_rows}", rows_after=len(records)))
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not records:  # nothing to train on: validation sends this back to selection
+        manifest = DatasetManifest(dataset_dir=str(out_dir), dataset_name="", rows=0, sources=[s.name for s in sources],
+                                   operations=ops, content_sha256="", with_system=knobs.with_system, attempt=attempt)
+        (out_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+        return manifest
     data_file = write_llamafactory_dataset(records, out_dir, DATASET_NAME)
     with (out_dir / META_FILE).open("w") as f:
         for m in meta:

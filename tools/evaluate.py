@@ -40,19 +40,21 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
     `metrics.json` and `sample_summary.md` under `out_dir`."""
     import inspect_ai
 
-    import tools._registry  # noqa: F401  registers the prefixcache provider even without the entry point
 
+    if provider == "prefixcache":
+        import tools._registry  # noqa: F401  registers the provider even where the entry point is absent
     gen = task.generation(on_gpu)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_args: dict = {"batch_size": batch_size} if provider in ("hf", "prefixcache") else {}
     if provider == "vllm":
-        model_args = {"gpu_memory_utilization": 0.3}
+        model_args: dict = {"gpu_memory_utilization": 0.3}
+    else:  # inspect's local providers sample unless told otherwise
+        model_args = {"batch_size": batch_size, "do_sample": not gen.greedy}
     if on_progress:
         on_progress(f"evaluating {model_dir} on {limit} samples with {provider}/ (max_tokens {gen.max_tokens})")
     t0 = time.time()
     logs = inspect_ai.eval(
         task.inspect_task(), model=f"{provider}/{model_dir}", model_args=model_args, limit=limit,
-        max_tokens=gen.max_tokens, temperature=gen.temperature, seed=seed, log_dir=str(out_dir / "inspect"),
+        max_tokens=gen.max_tokens, seed=seed, log_dir=str(out_dir / "inspect"),
         log_format="json", display="none", max_connections=batch_size, score_display=False,
     )
     runtime = time.time() - t0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -16,7 +16,7 @@ class GuardViolation(RuntimeError):
 
 
 # Modules whose code decides what the evaluation measures: the benchmark's task, our task adapter and scorer,
-# and the generation paths. Their files are checksummed at the start and checked before every evaluation.
+# and the generation path in use. Their files are checksummed at the start and checked before every evaluation.
 EVAL_MODULES = (
     "inspect_evals.gsm8k.gsm8k",
     "inspect_ai.scorer._common",
@@ -24,15 +24,21 @@ EVAL_MODULES = (
     "tasks.gsm8k",
     "tasks.scoring",
     "tools.evaluate",
-    "tools.prefix_cache",
 )
+PROVIDER_MODULES = {
+    "prefixcache": "tools.prefix_cache",
+    "hf": "inspect_ai.model._providers.hf",
+    "vllm": "inspect_ai.model._providers.vllm",
+}
 
 
-def eval_code_files() -> list[Path]:
+def eval_code_files(provider: str) -> list[Path]:
     files = []
-    for name in EVAL_MODULES:
-        module = importlib.import_module(name)
-        files.append(Path(module.__file__).resolve())
+    for name in (*EVAL_MODULES, PROVIDER_MODULES[provider]):
+        spec = importlib.util.find_spec(name)  # locate without importing: the heavy stack loads later
+        if spec is None or spec.origin is None:
+            raise GuardViolation(f"evaluation module {name} not found")
+        files.append(Path(spec.origin).resolve())
     return files
 
 
@@ -40,11 +46,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def record_eval_checksums(ws: Workspace, extra: list[Path] = ()) -> dict[str, str]:
+def record_eval_checksums(ws: Workspace, provider: str) -> dict[str, str]:
     """Write the checksums of the evaluation code once per run (kept across --resume)."""
     if ws.eval_checksums.is_file():
         return json.loads(ws.eval_checksums.read_text())
-    sums = {str(p): _sha256(p) for p in [*eval_code_files(), *extra]}
+    sums = {str(p): _sha256(p) for p in eval_code_files(provider)}
     ws.eval_checksums.write_text(json.dumps(sums, indent=2))
     return sums
 
