@@ -16,7 +16,7 @@ def evidence(state: dict, ctx: RunContext, iteration: int) -> Evidence:
     modes = (last_eval or state["baseline"]).failure_modes
     query = "; ".join(f"{m.label} ({m.category})" for m in modes[:3]) or "first iteration"
     hits = ctx.memory.search(query, k=5, kinds=["log_entry", "failure_mode"], where={"task": ctx.task.name})
-    ev.memory_hits = [f"{h.id}: {h.text[:240]}" for h in hits]
+    ev.memory_hits = [f"{h.id}: {' '.join(h.text.split())[:200]}" for h in hits]
     return ev
 
 

@@ -11,6 +11,25 @@ from tools.guards import check_start_checkpoint, write_lineage
 from tools.train import TrainConfig, TrainingFailed, check_config, export_model, run_training, validation_run
 
 
+def _every_tenth(say):
+    """Pass on step lines only at each tenth of the run (and every loss-free line), so long runs stay readable."""
+    last = [-1]
+
+    def filtered(line: str) -> None:
+        import re
+
+        m = re.match(r"step (\d+)/(\d+)", line)
+        if m:
+            done, total = int(m[1]), int(m[2])
+            tenth = done * 10 // max(total, 1)
+            if tenth == last[0] and done != total:
+                return
+            last[0] = tenth
+        say(line)
+
+    return filtered
+
+
 def node(state: dict, ctx: RunContext) -> dict:
     plan, manifest, best = state["plan"], state["manifest"], state["best"]
     knobs = ctx.policy("trainer").train_knobs(plan, manifest)
@@ -29,7 +48,7 @@ def node(state: dict, ctx: RunContext) -> dict:
         ctx.progress(f"validation run from {Path(start).name} ({manifest.rows} rows)")
         check = validation_run(cfg, train_dir, ctx.progress)
         ctx.progress(f"full run: lr {knobs.learning_rate:g}, {knobs.epochs:g} epoch(s), batch {knobs.batch_size}")
-        run = run_training(cfg, train_dir, ctx.progress)
+        run = run_training(cfg, train_dir, _every_tenth(ctx.progress))
     except TrainingFailed as e:
         # A failed run is evidence for the log and the next plan; the log file keeps the whole story.
         ctx.progress(f"training failed: {e}")

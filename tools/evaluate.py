@@ -87,6 +87,7 @@ def _sample_view(sample) -> dict:
         "id": str(sample.id), "correct": score.value == "C", "answer": score.answer, "input": user,
         "target": sample.target if isinstance(sample.target, str) else ", ".join(sample.target),
         "output": sample.output.completion, "stop_reason": sample.output.stop_reason,
+        "output_tokens": sample.output.usage.output_tokens if sample.output.usage else None,
     }
 
 
@@ -110,7 +111,7 @@ def classify_failures(task: BenchmarkTask, samples: list[dict], max_tokens: int)
     for s in samples:
         if s["correct"]:
             continue
-        label, category = _failure_label(task, s)
+        label, category = _failure_label(task, s, max_tokens)
         counts[label] += 1
         examples = labels.setdefault(label, (category, []))[1]
         if len(examples) < 3:
@@ -120,13 +121,13 @@ def classify_failures(task: BenchmarkTask, samples: list[dict], max_tokens: int)
             for label, n in counts.most_common()]
 
 
-def _failure_label(task: BenchmarkTask, s: dict) -> tuple[str, str]:
+def _failure_label(task: BenchmarkTask, s: dict, max_tokens: int) -> tuple[str, str]:
     out = s["output"]
     if not out.strip():
         return "empty output", "inference_template"
     if _repeats(out):
         return "repetition loop", "training"
-    if s["stop_reason"] == "max_tokens":
+    if s["stop_reason"] == "max_tokens" or (s["output_tokens"] or 0) >= max_tokens:
         return "cut off at the token limit", "training"
     if not task.answer_ok(out):
         return "no answer line in the expected format", "inference_template"
