@@ -57,10 +57,13 @@ def settings_from_args(args: argparse.Namespace):
                   role_backbones=overrides, device=args.device, eval_limit=args.eval_limit,
                   eval_provider=args.eval_provider, eval_batch_size=args.eval_batch_size, final_eval=args.final_eval,
                   memory_dir=args.memory_dir.resolve() if args.memory_dir else None, seed=args.seed)
+    from pydantic import ValidationError
+
     try:
         return RunSettings(**{k: v for k, v in fields.items() if v is not None})
-    except ValueError as e:
-        raise InputError(str(e).splitlines()[-1] if "\n" in str(e) else str(e)) from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise InputError(f"--{'-'.join(map(str, first['loc'][:1])).replace('_', '-')}: {first['msg']}") from None
 
 
 def build_context(settings, stream=sys.stdout):

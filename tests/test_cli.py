@@ -1,0 +1,61 @@
+"""Bad input gets one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "graph.run", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], proc.stderr
+
+
+def test_unknown_task(data_dir, tmp_path):
+    _assert_one_line_error(_run("--task", "nope", "--data-dir", str(data_dir), "--workspace", str(tmp_path / "w")),
+                           "known tasks: gsm8k")
+
+
+def test_missing_data_dir(tmp_path):
+    _assert_one_line_error(_run("--data-dir", str(tmp_path / "absent"), "--workspace", str(tmp_path / "w")),
+                           "data dir not found")
+
+
+def test_missing_base_model(data_dir, tmp_path):
+    _assert_one_line_error(_run("--data-dir", str(data_dir), "--base-model", str(tmp_path / "no-model"),
+                                "--workspace", str(tmp_path / "w")), "base model not found")
+
+
+def test_malformed_jsonl_line(data_dir, tmp_path):
+    bad = tmp_path / "data" / "gsm8k"
+    bad.mkdir(parents=True)
+    (bad / "test.jsonl").write_text((data_dir / "gsm8k" / "test.jsonl").read_text())
+    (bad / "train.jsonl").write_text('{"question": "q", "answer": "a #### 1"}\n{"question": "q"\n')
+    _assert_one_line_error(_run("--data-dir", str(tmp_path / "data"), "--workspace", str(tmp_path / "w")),
+                           "train.jsonl:2")
+
+
+def test_eval_limit_below_the_floor(data_dir, tmp_path, tiny_model_dir):
+    _assert_one_line_error(_run("--data-dir", str(data_dir), "--base-model", str(tiny_model_dir), "--eval-limit", "10",
+                                "--workspace", str(tmp_path / "w")), "floor is 66")
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (("--role-backbone", "planner"), "ROLE=SPEC"),
+    (("--role-backbone", "chef=playbook"), "unknown role"),
+    (("--resume", "/nonexistent/run"), "nothing to resume"),
+])
+def test_bad_options(args, pattern, tmp_path):
+    _assert_one_line_error(_run(*args, "--workspace", str(tmp_path / "w")), pattern)
