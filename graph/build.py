@@ -65,6 +65,20 @@ def final_node(state: dict, ctx: RunContext) -> dict:
     return {**evaluator.final(state, ctx), "stop_reason": stop_reason(state, ctx) or "stopped"}
 
 
+def checkpoint_serde():
+    """The checkpoint serializer, told which of our types it may rebuild (everything in graph.state)."""
+    import inspect
+
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from pydantic import BaseModel
+
+    from graph import state as state_module
+
+    types = [("graph.state", name) for name, obj in vars(state_module).items()
+             if inspect.isclass(obj) and issubclass(obj, (BaseModel, int)) and obj.__module__ == "graph.state"]
+    return JsonPlusSerializer(allowed_msgpack_modules=types)
+
+
 def builder() -> StateGraph:
     """The uncompiled graph, so tests can compile it with their own checkpointer."""
     g = StateGraph(RunState, context_schema=RunContext, input_schema=InputState)

@@ -113,12 +113,12 @@ def execute(settings, *, resume: bool, stream=sys.stdout) -> dict:
 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    from graph.build import builder
+    from graph.build import builder, checkpoint_serde
 
     settings.save()
     conn = sqlite3.connect(ctx.ws.checkpoint_db, check_same_thread=False)
     try:
-        graph = builder().compile(checkpointer=SqliteSaver(conn))
+        graph = builder().compile(checkpointer=SqliteSaver(conn, serde=checkpoint_serde()))
         config = {"configurable": {"thread_id": "run"}, "recursion_limit": 100_000}
         snapshot = graph.get_state(config)
         if resume and snapshot.values and not snapshot.next:

@@ -1,0 +1,463 @@
+"""`python -m graph.report WORKSPACE`: one self-contained HTML page about a run.
+
+It writes `WORKSPACE/report.html` and `WORKSPACE/report_score.png`: the score of every iteration against the base
+model, the table of iterations with links to their plan, validation report and sample summary, where each role's
+time went, and a visible note when the scores are not canonical. The page needs no network (inline CSS, the plot
+is a relative file), so it opens straight from the workspace folder.
+
+The run's state comes from the checkpoint database (the graph's own SqliteSaver, opened read-only so a live run is
+not disturbed); whatever the database lacks is read from the workspace files instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+EXIT_INPUT = 2
+REPORT_HTML = "report.html"
+SCORE_PNG = "report_score.png"
+ROLE_ORDER = ("task_definition", "baseline_evaluation", "planner", "data_selection", "data_construction",
+              "data_validation", "trainer", "evaluator", "logger", "final_evaluation")
+BENCHMARK_MAX_TOKENS = 4000
+
+
+class NotAWorkspace(ValueError):
+    """The path given is not a posttrain-graph workspace."""
+
+
+@dataclass
+class Score:
+    """One evaluation, as metrics.json or an EvalReport records it."""
+
+    accuracy: float
+    stderr: float | None = None
+    n: int | None = None
+    canonical: bool | None = None
+    max_tokens: int | None = None
+
+
+@dataclass
+class Row:
+    """One iteration as the report shows it."""
+
+    iteration: int
+    stage: int | None = None
+    objective: str = ""
+    rows: int | None = None
+    method: str = ""
+    score: float | None = None
+    delta_vs_base: float | None = None
+    kept: bool | None = None
+    status: str = "unknown"
+    canonical: bool | None = None
+    source: str = "files"
+    links: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunView:
+    """Everything the page shows, whichever source it came from."""
+
+    root: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    baseline: Score | None = None
+    final: Score | None = None
+    rows: list[Row] = field(default_factory=list)
+    role_seconds: dict[str, float] = field(default_factory=dict)
+    spent_s: float | None = None
+    stop_reason: str | None = None
+    pending: tuple[str, ...] = ()
+    state_source: str = "none"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def canonical(self) -> bool | None:
+        """False as soon as any score shown is not canonical; None when no score says."""
+        flags = [s.canonical for s in (self.baseline, self.final) if s] + [r.canonical for r in self.rows]
+        known = [f for f in flags if f is not None]
+        return all(known) if known else None
+
+    @property
+    def max_tokens(self) -> int | None:
+        for s in (self.baseline, self.final):
+            if s and s.max_tokens:
+                return s.max_tokens
+        return None
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+def check_workspace(path: Path) -> Path:
+    """The workspace root, or NotAWorkspace with a one-line reason."""
+    if not path.exists():
+        raise NotAWorkspace(f"{path} does not exist")
+    if not path.is_dir():
+        raise NotAWorkspace(f"{path} is not a folder")
+    markers = ("checkpoints.sqlite", "run_settings.json", "task/iterations", "task/experiment_log.md")
+    if not any((path / m).exists() for m in markers):
+        raise NotAWorkspace(f"{path} is not a posttrain-graph workspace (none of {', '.join(markers)})")
+    return path.resolve()
+
+
+def read_state(root: Path, thread_id: str = "run") -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The last checkpointed state values and the nodes still to run; ({}, ()) when there is no database."""
+    db = root / "checkpoints.sqlite"
+    if not db.is_file():
+        return {}, ()
+    import inspect
+    import sqlite3
+    from enum import Enum
+
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from pydantic import BaseModel
+
+    import graph.state as state_module
+    from graph.build import builder
+
+    # The state holds our own pydantic types; allow exactly those (no "unregistered type" warnings, and it keeps
+    # working once LangGraph blocks unregistered types by default).
+    allowed = [("graph.state", name) for name, obj in vars(state_module).items()
+               if inspect.isclass(obj) and obj.__module__ == "graph.state" and issubclass(obj, (BaseModel, Enum))]
+    # Read-only: the report may run beside a live run and must never write to its checkpoints.
+    conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=allowed))
+        snapshot = builder().compile(checkpointer=saver).get_state({"configurable": {"thread_id": thread_id}})
+        return dict(snapshot.values or {}), tuple(snapshot.next or ())
+    finally:
+        conn.close()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _score_from_metrics(path: Path) -> Score | None:
+    m = _read_json(path)
+    if m is None:
+        return None
+    return Score(accuracy=float(m["accuracy"]), stderr=m.get("stderr"), n=m.get("n"),
+                 canonical=m.get("canonical"), max_tokens=m.get("max_tokens"))
+
+
+def _score_from_report(report: Any) -> Score:
+    return Score(accuracy=report.accuracy, stderr=report.stderr, n=report.n, canonical=report.canonical,
+                 max_tokens=report.max_tokens)
+
+
+def _md_section(text: str, title: str) -> str:
+    """The body of the first `## <title>...` section of a markdown file."""
+    m = re.search(rf"^## {re.escape(title)}[^\n]*\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    return m.group(1).strip() if m else ""
+
+
+def _log_entries(log: Path) -> dict[int, dict[str, str]]:
+    """experiment_log.md parsed into {iteration: {field: value}}, for the file fallback."""
+    if not log.is_file():
+        return {}
+    entries: dict[int, dict[str, str]] = {}
+    for block in re.split(r"^### ", log.read_text(), flags=re.M)[1:]:
+        head = re.match(r"Iteration (\d+):", block)
+        if not head:
+            continue
+        fields = dict(re.findall(r"^- ([A-Za-z ]+): (.*)$", block, flags=re.M))
+        entries[int(head.group(1))] = {k.strip().lower(): v.strip() for k, v in fields.items()}
+    return entries
+
+
+def _iteration_dirs(root: Path) -> dict[int, Path]:
+    base = root / "task" / "iterations"
+    if not base.is_dir():
+        return {}
+    return {int(p.name): p for p in sorted(base.iterdir()) if p.is_dir() and p.name.isdigit()}
+
+
+def _links(root: Path, it_dir: Path) -> dict[str, str]:
+    """Relative links to the files a reader opens first, for those that exist."""
+    wanted = {"plan": "iteration_plan.md", "validation": "data/validation_report.md",
+              "samples": "eval/sample_summary.md"}
+    return {label: quote((it_dir / rel).relative_to(root).as_posix())
+            for label, rel in wanted.items() if (it_dir / rel).is_file()}
+
+
+def _row_from_files(root: Path, it: int, it_dir: Path, log: dict[str, str], base: Score | None) -> Row:
+    """An iteration rebuilt from its folder and its log entry (used when the checkpoint has no record)."""
+    plan = (it_dir / "iteration_plan.md").read_text() if (it_dir / "iteration_plan.md").is_file() else ""
+    stage = re.search(r"^# Iteration \d+ plan \(stage (\d+)\)", plan, flags=re.M)
+    changes = re.findall(r"^- (.*)$", _md_section(plan, "Planned changes"), flags=re.M)
+    manifest = _read_json(it_dir / "data" / "manifest.json")
+    score = _score_from_metrics(it_dir / "eval" / "metrics.json")
+    result = log.get("result", "")
+    kept = None if not result else ("not kept" not in result and "kept" in result)
+    return Row(iteration=it, stage=int(stage.group(1)) if stage else None, objective=_md_section(plan, "Objective"),
+               rows=manifest.get("rows") if manifest else None, method="; ".join(changes),
+               score=score.accuracy if score else None,
+               delta_vs_base=score.accuracy - base.accuracy if score and base else None,
+               kept=kept, status=log.get("status", "incomplete"), canonical=score.canonical if score else None,
+               links=_links(root, it_dir))
+
+
+def load_view(root: Path) -> RunView:
+    """The run as the checkpoint records it, completed from the workspace files."""
+    view = RunView(root=root, settings=_read_json(root / "run_settings.json") or {})
+    import sqlite3
+
+    try:
+        values, view.pending = read_state(root)
+    except sqlite3.Error as e:  # a locked or damaged database: say so on the page and on stderr, use the files
+        values = {}
+        view.notes.append(f"checkpoint database unreadable ({type(e).__name__}: {e}); the page is built from files")
+        print(f"warning: {view.notes[-1]}", file=sys.stderr)
+    view.state_source = "checkpoint" if values else "files"
+    if not values and (root / "checkpoints.sqlite").is_file() and not view.notes:
+        view.notes.append("the checkpoint database holds no state for thread 'run'; the page is built from files")
+
+    iter_dirs = _iteration_dirs(root)
+    view.baseline = (_score_from_report(values["baseline"]) if values.get("baseline")
+                     else _score_from_metrics(root / "task" / "iterations" / "000-baseline" / "eval" / "metrics.json"))
+    view.final = (_score_from_report(values["final_eval"]) if values.get("final_eval")
+                  else _score_from_metrics(root / "final_eval" / "metrics.json"))
+    view.role_seconds = dict(values.get("role_seconds") or {})
+    view.spent_s = values.get("spent_s")
+    view.stop_reason = values.get("stop_reason")
+
+    logs = _log_entries(root / "task" / "experiment_log.md")
+    records = {r.iteration: r for r in values.get("history", [])}
+    current = values.get("iteration")
+    for it in sorted(set(records) | set(iter_dirs) | set(logs)):
+        it_dir = iter_dirs.get(it, root / "task" / "iterations" / f"{it:03d}")
+        row = _row_from_files(root, it, it_dir, logs.get(it, {}), view.baseline)
+        if it in records:
+            r = records[it]
+            row = Row(iteration=it, stage=int(r.stage), objective=r.objective, rows=r.rows, method=r.method,
+                      score=r.score, delta_vs_base=r.delta_vs_base, kept=r.kept, status=r.status,
+                      canonical=row.canonical, source="checkpoint", links=row.links)
+        elif view.pending and it == current:
+            row.status = f"in progress (next: {', '.join(view.pending)})"
+        if row.canonical is None and row.score is not None and view.baseline:
+            row.canonical = view.baseline.canonical  # same evaluation profile as the baseline
+        view.rows.append(row)
+    return view
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+def plot_scores(view: RunView, out: Path) -> Path:
+    """Development score per iteration, the base model as a line, the final full-benchmark score if any."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here, and none needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
+    try:
+        scored = [r for r in view.rows if r.score is not None]
+        xs = [r.iteration for r in scored]
+        ys = [r.score for r in scored]
+        if scored:
+            ax.plot(xs, ys, "-", color="#4a6fa5", lw=1.5, zorder=2)
+            kept = [r for r in scored if r.kept]
+            other = [r for r in scored if not r.kept]
+            ax.scatter([r.iteration for r in other], [r.score for r in other], s=46, color="white",
+                       edgecolor="#4a6fa5", lw=1.8, zorder=3, label="development score")
+            ax.scatter([r.iteration for r in kept], [r.score for r in kept], s=46, color="#4a6fa5", zorder=3,
+                       label="development score (kept)")
+        failed = [r.iteration for r in view.rows if r.score is None]
+        if failed:
+            floor = view.baseline.accuracy if view.baseline else 0.0
+            ax.scatter(failed, [floor] * len(failed), marker="x", s=50, color="#b03a2e", zorder=3,
+                       label="no score (failed / unfinished)")
+        if view.baseline:
+            ax.axhline(view.baseline.accuracy, color="#7f7f7f", ls="--", lw=1.2,
+                       label=f"base model {view.baseline.accuracy:.3f}")
+            ax.scatter([0], [view.baseline.accuracy], s=46, color="#7f7f7f", zorder=3)
+        last = max([r.iteration for r in view.rows] or [0])
+        if view.final:
+            ax.errorbar([last + 1], [view.final.accuracy], yerr=[view.final.stderr or 0], fmt="*", ms=13,
+                        color="#c27c0e", zorder=4, label=f"final, full benchmark {view.final.accuracy:.3f}")
+        values = ys + [s.accuracy for s in (view.baseline, view.final) if s]
+        top = max(values or [0.0])
+        ax.set_ylim(min(0.0, min(values or [0.0])) - 0.02, max(0.1, top * 1.15 + 0.02))
+        ticks = list(range(0, last + 2 if view.final else last + 1))
+        names = {0: "base", last + 1: "final"} if view.final else {0: "base"}
+        ax.set_xticks(ticks, [names.get(t, str(t)) for t in ticks])
+        ax.set_xlim(-0.4, ticks[-1] + 0.4 if ticks else 1)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("accuracy")
+        suffix = "" if view.canonical is not False else f"  (not canonical: max_tokens {view.max_tokens})"
+        ax.set_title(f"score per iteration{suffix}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", frameon=False)
+        fig.tight_layout()
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return out
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;
+ padding:0 16px;line-height:1.4}
+h1{font-size:1.5em;margin-bottom:4px} h2{font-size:1.15em;margin-top:28px;border-bottom:1px solid #ddd}
+.meta{color:#555;font-size:.92em} .meta b{color:#222}
+.warn{background:#fff4e5;border:1px solid #f0b35a;border-left:6px solid #e08e0b;padding:10px 14px;margin:14px 0}
+table{border-collapse:collapse;width:100%;font-size:.9em} th,td{border:1px solid #ddd;padding:5px 8px;
+ vertical-align:top;text-align:left} th{background:#f4f6f8} td.num{text-align:right;white-space:nowrap}
+tr.base td{background:#f8f8f8;font-style:italic} tr.final td{background:#fdf6e8}
+.pos{color:#1e7d32} .neg{color:#b03a2e} .small{font-size:.85em;color:#555}
+.bar{background:#4a6fa5;height:12px;display:inline-block;vertical-align:middle}
+img{max-width:100%;border:1px solid #eee} td.links a{margin-right:6px;white-space:nowrap}
+"""
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def _delta_cell(d: float | None) -> str:
+    if d is None:
+        return '<td class="num">–</td>'
+    cls = "pos" if d > 0 else "neg" if d < 0 else ""
+    return f'<td class="num {cls}">{d:+.3f}</td>'
+
+
+def _score_cell(score: float | None, canonical: bool | None) -> str:
+    mark = "†" if canonical is False and score is not None else ""
+    return f'<td class="num">{_fmt(score)}{mark}</td>'
+
+
+def _kept_cell(kept: bool | None) -> str:
+    return f"<td>{'–' if kept is None else 'yes' if kept else 'no'}</td>"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def render_html(view: RunView, png_name: str | None) -> str:
+    """The page, as one string with inline CSS and only relative links."""
+    e = html.escape
+    s = view.settings
+    title = f"posttrain-graph report: {view.root.name}"
+    status = (f"stopped: {view.stop_reason}" if view.stop_reason and not view.pending
+              else f"unfinished: next node {', '.join(view.pending)} (continue with --resume)" if view.pending
+              else "status unknown (no checkpoint state)")
+    meta = [("task", s.get("task")), ("base model", s.get("base_model") or "embedded SmolLM2-135M-Instruct"),
+            ("backbone", s.get("backbone")), ("budget", f"{s['hours']:g} h" if s.get("hours") else None),
+            ("iteration cap", s.get("max_iterations")), ("target", s.get("target")),
+            ("work spent", _clock(view.spent_s) if view.spent_s is not None else None), ("run", status)]
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{e(title)}</title>",
+             f"<style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>",
+             '<div class="meta">' + " · ".join(f"{e(k)}: <b>{e(str(v))}</b>" for k, v in meta if v is not None)
+             + "</div>"]
+    if view.canonical is False:
+        mt = view.max_tokens
+        parts.append(f'<div class="warn" id="not-canonical"><b>Scores are not canonical.</b> They were measured with '
+                     f"max_tokens {mt if mt else 'below the benchmark limit'} (CPU profile) instead of the "
+                     f"benchmark's {BENCHMARK_MAX_TOKENS}, and are marked <code>canonical: false</code> in "
+                     "metrics.json (†). They are not comparable with published PostTrainBench numbers.</div>")
+    for note in view.notes:
+        parts.append(f'<div class="warn">{e(note)}</div>')
+
+    parts.append("<h2>Score per iteration</h2>")
+    parts.append(f'<img src="{e(png_name)}" alt="score per iteration">' if png_name
+                 else "<p>No scores yet: nothing to plot.</p>")
+
+    parts.append("<h2>Iterations</h2><table><thead><tr><th>iteration</th><th>stage</th><th>plan objective</th>"
+                 "<th>data rows</th><th>method</th><th>score</th><th>Δ vs base</th><th>kept</th><th>status</th>"
+                 "<th>files</th></tr></thead><tbody>")
+    if view.baseline:
+        b = view.baseline
+        base_links = _links(view.root, view.root / "task" / "iterations" / "000-baseline")
+        parts.append(f'<tr class="base"><td>base</td><td>1</td><td>base model, no training</td><td>–</td><td>–</td>'
+                     f"{_score_cell(b.accuracy, b.canonical)}<td class=num>–</td><td>–</td><td>baseline (n={b.n})</td>"
+                     f"<td class=links>{_link_html(base_links)}</td></tr>")
+    for r in view.rows:
+        parts.append(f"<tr><td>{r.iteration}</td><td>{_fmt(r.stage, 'd') if r.stage is not None else '–'}</td>"
+                     f"<td>{e(r.objective) or '–'}</td><td class=num>{'–' if r.rows is None else r.rows}</td>"
+                     f"<td>{e(r.method) or '–'}</td>{_score_cell(r.score, r.canonical)}{_delta_cell(r.delta_vs_base)}"
+                     f"{_kept_cell(r.kept)}<td>{e(r.status)}</td><td class=links>{_link_html(r.links)}</td></tr>")
+    if view.final:
+        f = view.final
+        delta = f.accuracy - view.baseline.accuracy if view.baseline else None
+        parts.append(f'<tr class="final"><td>final</td><td>–</td><td>final_model/ on the full benchmark</td>'
+                     f"<td>–</td><td>–</td>{_score_cell(f.accuracy, f.canonical)}{_delta_cell(delta)}<td>–</td>"
+                     f"<td>n={f.n}, ± {_fmt(f.stderr)}</td><td class=links>{_link_html(_final_links(view.root))}</td></tr>")
+    if not view.rows:
+        parts.append('<tr><td colspan=10 class="small">no iteration has started yet</td></tr>')
+    parts.append("</tbody></table>")
+    parts.append('<p class="small">Development scores use the first evaluation samples (the sample floor); the final '
+                 "row, when present, is the full benchmark. Rows come from the checkpointed history; "
+                 "iterations it does not record yet are rebuilt from their files.</p>")
+
+    parts.append("<h2>Where the time went</h2>")
+    parts.append(_role_table(view.role_seconds))
+    logs = [("experiment log", "task/experiment_log.md"), ("task definition", "task/task_definition.md"),
+            ("run settings", "run_settings.json")]
+    links = " · ".join(f'<a href="{quote(p)}">{e(label)}</a>' for label, p in logs if (view.root / p).is_file())
+    parts.append(f'<h2>Files</h2><p>{links or "–"}</p><p class="small">state read from: {e(view.state_source)}; '
+                 f"workspace {e(str(view.root))}</p></body></html>")
+    return "\n".join(parts)
+
+
+def _link_html(links: dict[str, str]) -> str:
+    return " ".join(f'<a href="{html.escape(href)}">{html.escape(label)}</a>' for label, href in links.items()) or "–"
+
+
+def _final_links(root: Path) -> dict[str, str]:
+    return {label: rel for label, rel in (("samples", "final_eval/sample_summary.md"),
+                                          ("metrics", "final_eval/metrics.json")) if (root / rel).is_file()}
+
+
+def _role_table(role_seconds: dict[str, float]) -> str:
+    if not role_seconds:
+        return '<p class="small">Not recorded: the checkpoint state has no role_seconds.</p>'
+    total = sum(role_seconds.values()) or 1.0
+    order = [r for r in ROLE_ORDER if r in role_seconds] + sorted(set(role_seconds) - set(ROLE_ORDER))
+    rows = "".join(f"<tr><td>{html.escape(r)}</td><td class=num>{_clock(role_seconds[r])}</td>"
+                   f"<td class=num>{100 * role_seconds[r] / total:.1f}%</td>"
+                   f'<td><span class="bar" style="width:{max(1, round(300 * role_seconds[r] / total))}px"></span></td></tr>'
+                   for r in order)
+    return (f'<table style="width:auto"><thead><tr><th>role</th><th>time</th><th>share</th><th></th></tr></thead>'
+            f"<tbody>{rows}<tr><td><b>total</b></td><td class=num><b>{_clock(total)}</b></td><td></td><td></td></tr>"
+            "</tbody></table>")
+
+
+def write_report(workspace: Path) -> Path:
+    """Write report.html (and report_score.png when there is a score to plot); returns the HTML path."""
+    root = check_workspace(workspace)
+    view = load_view(root)
+    png = None
+    if view.baseline or any(r.score is not None for r in view.rows) or view.final:
+        png = plot_scores(view, root / SCORE_PNG).name
+    out = root / REPORT_HTML
+    out.write_text(render_html(view, png), encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m graph.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("workspace", type=Path, help="a run folder (runs/<task>-<time>)")
+    args = p.parse_args(argv)
+    try:
+        out = write_report(args.workspace)
+    except NotAWorkspace as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
