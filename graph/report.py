@@ -112,25 +112,16 @@ def read_state(root: Path, thread_id: str = "run") -> tuple[dict[str, Any], tupl
     db = root / "checkpoints.sqlite"
     if not db.is_file():
         return {}, ()
-    import inspect
     import sqlite3
-    from enum import Enum
 
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
     from langgraph.checkpoint.sqlite import SqliteSaver
-    from pydantic import BaseModel
 
-    import graph.state as state_module
-    from graph.build import builder
+    from graph.build import builder, checkpoint_serde
 
-    # The state holds our own pydantic types; allow exactly those (no "unregistered type" warnings, and it keeps
-    # working once LangGraph blocks unregistered types by default).
-    allowed = [("graph.state", name) for name, obj in vars(state_module).items()
-               if inspect.isclass(obj) and obj.__module__ == "graph.state" and issubclass(obj, (BaseModel, Enum))]
     # Read-only: the report may run beside a live run and must never write to its checkpoints.
     conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, check_same_thread=False)
     try:
-        saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=allowed))
+        saver = SqliteSaver(conn, serde=checkpoint_serde())  # the run's own serializer: our types, no warnings
         snapshot = builder().compile(checkpointer=saver).get_state({"configurable": {"thread_id": thread_id}})
         return dict(snapshot.values or {}), tuple(snapshot.next or ())
     finally:
@@ -267,10 +258,12 @@ def plot_scores(view: RunView, out: Path) -> Path:
             ax.plot(xs, ys, "-", color="#4a6fa5", lw=1.5, zorder=2)
             kept = [r for r in scored if r.kept]
             other = [r for r in scored if not r.kept]
-            ax.scatter([r.iteration for r in other], [r.score for r in other], s=46, color="white",
-                       edgecolor="#4a6fa5", lw=1.8, zorder=3, label="development score")
-            ax.scatter([r.iteration for r in kept], [r.score for r in kept], s=46, color="#4a6fa5", zorder=3,
-                       label="development score (kept)")
+            if other:  # empty series would still add a legend entry
+                ax.scatter([r.iteration for r in other], [r.score for r in other], s=46, color="white",
+                           edgecolor="#4a6fa5", lw=1.8, zorder=3, label="development score")
+            if kept:
+                ax.scatter([r.iteration for r in kept], [r.score for r in kept], s=46, color="#4a6fa5", zorder=3,
+                           label="development score (kept)")
         failed = [r.iteration for r in view.rows if r.score is None]
         if failed:
             floor = view.baseline.accuracy if view.baseline else 0.0
@@ -340,7 +333,7 @@ def _kept_cell(kept: bool | None) -> str:
 
 
 def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
@@ -379,21 +372,21 @@ def render_html(view: RunView, png_name: str | None) -> str:
                  "<th>files</th></tr></thead><tbody>")
     if view.baseline:
         b = view.baseline
-        base_links = _links(view.root, view.root / "task" / "iterations" / "000-baseline")
-        parts.append(f'<tr class="base"><td>base</td><td>1</td><td>base model, no training</td><td>–</td><td>–</td>'
-                     f"{_score_cell(b.accuracy, b.canonical)}<td class=num>–</td><td>–</td><td>baseline (n={b.n})</td>"
-                     f"<td class=links>{_link_html(base_links)}</td></tr>")
+        parts.append(_tr([_td("base"), _td("1"), _td("base model, no training"), _td(None), _td(None),
+                          _score_cell(b.accuracy, b.canonical), _td(None, num=True), _td(None),
+                          _td(f"baseline (n={b.n})"), _links_td(_links(view.root, view.root / "task" / "iterations"
+                                                                       / "000-baseline"))], "base"))
     for r in view.rows:
-        parts.append(f"<tr><td>{r.iteration}</td><td>{_fmt(r.stage, 'd') if r.stage is not None else '–'}</td>"
-                     f"<td>{e(r.objective) or '–'}</td><td class=num>{'–' if r.rows is None else r.rows}</td>"
-                     f"<td>{e(r.method) or '–'}</td>{_score_cell(r.score, r.canonical)}{_delta_cell(r.delta_vs_base)}"
-                     f"{_kept_cell(r.kept)}<td>{e(r.status)}</td><td class=links>{_link_html(r.links)}</td></tr>")
+        parts.append(_tr([_td(str(r.iteration)), _td(None if r.stage is None else str(r.stage)), _td(r.objective),
+                          _td(None if r.rows is None else str(r.rows), num=True), _td(r.method),
+                          _score_cell(r.score, r.canonical), _delta_cell(r.delta_vs_base), _kept_cell(r.kept),
+                          _td(r.status), _links_td(r.links)]))
     if view.final:
         f = view.final
         delta = f.accuracy - view.baseline.accuracy if view.baseline else None
-        parts.append(f'<tr class="final"><td>final</td><td>–</td><td>final_model/ on the full benchmark</td>'
-                     f"<td>–</td><td>–</td>{_score_cell(f.accuracy, f.canonical)}{_delta_cell(delta)}<td>–</td>"
-                     f"<td>n={f.n}, ± {_fmt(f.stderr)}</td><td class=links>{_link_html(_final_links(view.root))}</td></tr>")
+        parts.append(_tr([_td("final"), _td(None), _td("final_model/ on the full benchmark"), _td(None), _td(None),
+                          _score_cell(f.accuracy, f.canonical), _delta_cell(delta), _td(None),
+                          _td(f"n={f.n}, ± {_fmt(f.stderr)}"), _links_td(_final_links(view.root))], "final"))
     if not view.rows:
         parts.append('<tr><td colspan=10 class="small">no iteration has started yet</td></tr>')
     parts.append("</tbody></table>")
@@ -411,8 +404,18 @@ def render_html(view: RunView, png_name: str | None) -> str:
     return "\n".join(parts)
 
 
-def _link_html(links: dict[str, str]) -> str:
-    return " ".join(f'<a href="{html.escape(href)}">{html.escape(label)}</a>' for label, href in links.items()) or "–"
+def _tr(cells: list[str], cls: str = "") -> str:
+    return f'<tr class="{cls}">' + "".join(cells) + "</tr>" if cls else "<tr>" + "".join(cells) + "</tr>"
+
+
+def _td(text: str | None, num: bool = False) -> str:
+    """A cell with escaped text; an en dash for nothing."""
+    return f"<td{' class=num' if num else ''}>{html.escape(text) if text else '–'}</td>"
+
+
+def _links_td(links: dict[str, str]) -> str:
+    items = " ".join(f'<a href="{html.escape(href)}">{html.escape(label)}</a>' for label, href in links.items())
+    return f"<td class=links>{items or '–'}</td>"
 
 
 def _final_links(root: Path) -> dict[str, str]:
@@ -425,10 +428,10 @@ def _role_table(role_seconds: dict[str, float]) -> str:
         return '<p class="small">Not recorded: the checkpoint state has no role_seconds.</p>'
     total = sum(role_seconds.values()) or 1.0
     order = [r for r in ROLE_ORDER if r in role_seconds] + sorted(set(role_seconds) - set(ROLE_ORDER))
-    rows = "".join(f"<tr><td>{html.escape(r)}</td><td class=num>{_clock(role_seconds[r])}</td>"
-                   f"<td class=num>{100 * role_seconds[r] / total:.1f}%</td>"
-                   f'<td><span class="bar" style="width:{max(1, round(300 * role_seconds[r] / total))}px"></span></td></tr>'
-                   for r in order)
+    rows = "".join(_tr([_td(r), _td(_clock(role_seconds[r]), num=True),
+                        _td(f"{100 * role_seconds[r] / total:.1f}%", num=True),
+                        f'<td><span class="bar" style="width:{max(1, round(300 * role_seconds[r] / total))}px">'
+                        "</span></td>"]) for r in order)
     return (f'<table style="width:auto"><thead><tr><th>role</th><th>time</th><th>share</th><th></th></tr></thead>'
             f"<tbody>{rows}<tr><td><b>total</b></td><td class=num><b>{_clock(total)}</b></td><td></td><td></td></tr>"
             "</tbody></table>")

@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--final-eval", choices=["auto", "full", "none"])
     p.add_argument("--memory-dir", type=Path, help="experiment memory shared between runs")
     p.add_argument("--seed", type=int)
+    p.add_argument("--trace", type=Path, metavar="DIR",
+                   help="also write the run's traces to DIR/runs.jsonl (offline; view: python -m graph.tracing view DIR)")
     return p.parse_args(argv)
 
 
@@ -106,7 +108,7 @@ def _on_gpu(device: str) -> bool:
     return available
 
 
-def execute(settings, *, resume: bool, stream=sys.stdout) -> dict:
+def execute(settings, *, resume: bool, stream=sys.stdout, trace_dir: Path | None = None) -> dict:
     """Run (or continue) the graph to its end; returns the final state values."""
     ctx = build_context(settings, stream)  # bad input fails here, before the heavy imports below
     import sqlite3
@@ -114,17 +116,22 @@ def execute(settings, *, resume: bool, stream=sys.stdout) -> dict:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from graph.build import builder, checkpoint_serde
+    from graph.tracing import flush_traces, tracing_config
 
     settings.save()
     conn = sqlite3.connect(ctx.ws.checkpoint_db, check_same_thread=False)
     try:
         graph = builder().compile(checkpointer=SqliteSaver(conn, serde=checkpoint_serde()))
-        config = {"configurable": {"thread_id": "run"}, "recursion_limit": 100_000}
+        config = {"configurable": {"thread_id": "run"}, "recursion_limit": 100_000,
+                  **tracing_config(settings, trace_dir)}
         snapshot = graph.get_state(config)
         if resume and snapshot.values and not snapshot.next:
             ctx.progress("this run already finished; nothing to resume")
             return snapshot.values
-        graph.invoke(None if resume and snapshot.values else {"stage": 0}, config, context=ctx)
+        try:
+            graph.invoke(None if resume and snapshot.values else {"stage": 0}, config, context=ctx)
+        finally:
+            flush_traces(config)  # a crashed run still delivers what it traced
         return graph.get_state(config).values
     finally:
         conn.close()
@@ -156,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = settings_from_args(args)
-        state = execute(settings, resume=args.resume is not None)
+        state = execute(settings, resume=args.resume is not None,
+                        trace_dir=args.trace.resolve() if args.trace else None)
     except (InputError, EvalRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT

@@ -99,21 +99,23 @@ class RoleTracer(LangChainTracer):
 
     def _start_trace(self, run: Run) -> None:
         super()._start_trace(run)
-        _annotate_start(run)  # before _on_chain_start posts the run
-        if self.sink:
-            self.sink.write(run)
+        _annotate_start(run)  # before the run is posted
 
     def _end_trace(self, run: Run) -> None:
-        _annotate_end(run)  # before _on_chain_end patches the run
-        if self.sink:
-            self.sink.write(run)
+        _annotate_end(run)  # before the run is patched
         super()._end_trace(run)
 
+    # LangChainTracer posts every run through _persist_run_single (at its start) and patches it through
+    # _update_run_single (at its end, after usage metadata was added): the JSONL copy is taken at the same points.
     def _persist_run_single(self, run: Run) -> None:
+        if self.sink:
+            self.sink.write(run)
         if self.send:
             super()._persist_run_single(run)
 
-    def _update_run_single(self, run: Run) -> None:  # an instance method here: it needs `send`
+    def _update_run_single(self, run: Run) -> None:  # an instance method here (static upstream): it needs self
+        if self.sink:
+            self.sink.write(run)
         if self.send:
             LangChainTracer._update_run_single(run)
 
