@@ -45,7 +45,7 @@ def resolve_base_model(spec: str | None) -> str:
 
 def convert_embedded() -> Path:
     """Convert the embedded GGUF to an ordinary HF folder (float32 safetensors + tokenizer), once."""
-    out = cache_dir() / "smollm2-135m-instruct"
+    out = cache_dir() / "smollm2-135m-instruct-v2"
     if (out / "config.json").is_file() and (out / ".complete").is_file():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -55,6 +55,13 @@ def convert_embedded() -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model.config.architectures = ["LlamaForCausalLM"]  # GGUF conversion leaves it empty; vLLM needs it
+    # The GGUF's tokenizer metadata names <|im_start|> as eos while the model config (and SmolLM2 itself) ends turns
+    # with <|im_end|>: align the tokenizer with the config so every consumer stops at the end of the turn.
+    eos = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
+    if tokenizer.eos_token != eos:
+        tokenizer.eos_token = eos
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.bos_token:
+        tokenizer.pad_token = eos
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / ".complete").write_text(str(gguf))

@@ -1,0 +1,366 @@
+"""tools/train.py: the dataset contract proven through LlamaFactory's own preprocessing, the config check against the
+installed argument parsers, the supervised subprocess, and real LlamaFactory runs (tiny model; embedded one is slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tools.train import (
+    TEMPLATE,
+    DatasetFormatError,
+    TrainConfig,
+    TrainConfigError,
+    TrainingFailed,
+    _ProgressParser,
+    check_config,
+    end_of_turn,
+    export_model,
+    record_tokens,
+    render_prompt,
+    run_training,
+    sft_record,
+    validation_run,
+    write_llamafactory_dataset,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def gsm8k_records(data_dir: Path, tokenizer, n: int, *, cutoff_len: int, with_system: bool = False) -> list[dict]:
+    """The first `n` GSM8K train rows that fit `cutoff_len`, rendered through the dataset contract."""
+    from tasks.gsm8k import GSM8K
+
+    task = GSM8K(data_dir)
+    eos = end_of_turn(tokenizer)
+    records = []
+    for row in task.load_rows("train"):
+        ex = task.training_example(row, with_system=with_system, strip_annotations=False)
+        rec = sft_record(render_prompt(tokenizer, ex.messages), ex.response, eos)
+        if record_tokens(tokenizer, rec) <= cutoff_len:
+            records.append(rec)
+        if len(records) == n:
+            return records
+    raise AssertionError(f"only {len(records)} rows fit cutoff_len={cutoff_len}")
+
+
+def _config(model_dir: Path, dataset_dir: Path, output_dir: Path, **fields) -> TrainConfig:
+    return TrainConfig.for_device(on_gpu=False, model_name_or_path=str(model_dir), dataset="sft",
+                                  dataset_dir=str(dataset_dir), output_dir=str(output_dir), **fields)
+
+
+# ------------------------------------------------------------------------------------------- dataset contract
+
+
+def test_end_of_turn_is_read_from_the_chat_template(tiny_model_dir: Path) -> None:
+    tok = _tokenizer(tiny_model_dir)
+    assert end_of_turn(tok) == "<|im_end|>"  # ChatML
+    tok.chat_template = (  # a Llama-3-style template: the marker differs and is still found
+        "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
+        "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    )
+    assert end_of_turn(tok) == "<|eot_id|>"
+
+
+def test_sft_record_appends_end_of_turn_once() -> None:
+    assert sft_record("P", "answer", "<|im_end|>") == {"instruction": "P", "output": "answer<|im_end|>"}
+    assert sft_record("P", "answer<|im_end|>", "<|im_end|>")["output"] == "answer<|im_end|>"
+    with pytest.raises(DatasetFormatError):
+        sft_record("P", "  ", "<|im_end|>")
+
+
+def test_write_dataset_registers_it_and_refuses_truncation(tmp_path: Path, tiny_model_dir: Path) -> None:
+    tok = _tokenizer(tiny_model_dir)
+    records = [sft_record("a prompt", "a response", "<|im_end|>"), sft_record("b", "c", "<|im_end|>")]
+    path = write_llamafactory_dataset(records, tmp_path, "mine")
+    assert json.loads(path.read_text()) == records
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    assert info["mine"] == {"file_name": "mine.json", "formatting": "alpaca",
+                            "columns": {"prompt": "instruction", "response": "output"}}
+    write_llamafactory_dataset(records[:1], tmp_path, "other")  # a second dataset keeps the first registered
+    assert set(json.loads((tmp_path / "dataset_info.json").read_text())) == {"mine", "other"}
+    with pytest.raises(DatasetFormatError, match="exceed cutoff_len=3"):
+        write_llamafactory_dataset(records, tmp_path, "mine", tokenizer=tok, cutoff_len=3)
+    with pytest.raises(DatasetFormatError, match="expected exactly"):
+        write_llamafactory_dataset([{"instruction": "x"}], tmp_path, "bad")
+
+
+def test_llamafactory_preprocessing_adds_nothing_to_the_rendered_text(
+    tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
+    """LlamaFactory's own get_dataset (the path run_sft takes) on our records: input_ids are exactly the tokens of
+    prompt + response + end-of-turn, and the labels mask exactly the prompt."""
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.extras.constants import IGNORE_INDEX
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    tok = _tokenizer(tiny_model_dir)
+    # One record with the 10-shot system prompt, one without: both shapes the data engineer produces.
+    records = (gsm8k_records(data_dir, tok, 1, cutoff_len=4096, with_system=True)
+               + gsm8k_records(data_dir, tok, 1, cutoff_len=4096))
+    assert records[0]["instruction"].startswith("<|im_start|>system\n")
+    assert records[0]["instruction"].endswith("<|im_start|>assistant\n")
+    write_llamafactory_dataset(records, tmp_path / "data", "sft")
+    cfg = _config(tiny_model_dir, tmp_path / "data", tmp_path / "out", cutoff_len=4096)
+    check_config(cfg)
+
+    model_args, data_args, training_args, _, _ = get_train_args(cfg.to_dict())
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    dataset = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
+    rows = list(dataset["train_dataset"])
+
+    assert len(rows) == 2
+    for rec, row in zip(records, rows):
+        prompt = tok(rec["instruction"], add_special_tokens=False)["input_ids"]
+        expected = tok(rec["instruction"] + rec["output"], add_special_tokens=False)["input_ids"]
+        assert row["input_ids"] == expected
+        assert row["labels"] == [IGNORE_INDEX] * len(prompt) + expected[len(prompt):]
+        assert tok.convert_ids_to_tokens(expected[-1]) == "<|im_end|>"
+        assert expected[0] != tok.bos_token_id or rec["instruction"].startswith(tok.bos_token)  # no added bos
+
+
+# ---------------------------------------------------------------------------------------------- config check
+
+
+def test_check_config_accepts_our_recipe_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "model", tmp_path, tmp_path / "out", max_steps=3)
+    check_config(cfg)
+    check_config(TrainConfig.for_device(on_gpu=False, model_name_or_path="m", dataset="d", dataset_dir="x",
+                                        output_dir="o", finetuning_type="lora"))
+    with pytest.raises(TrainConfigError, match="unknown train argument.*bogus_learning_knob"):
+        check_config({**cfg.to_dict(), "bogus_learning_knob": 1})
+    with pytest.raises(TrainConfigError, match="SchedulerType"):
+        check_config({**cfg.to_dict(), "lr_scheduler_type": "not-a-schedule"})
+
+
+def test_train_config_is_strict() -> None:
+    base = dict(model_name_or_path="m", dataset="d", dataset_dir="x", output_dir="o")
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        TrainConfig(**base, warmup_ratio=0.1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="lora"):
+        TrainConfig(**base, lora_rank=8)
+    with pytest.raises(ValueError, match="exclusive"):
+        TrainConfig(**base, bf16=True, fp16=True)
+    lora = TrainConfig(**base, finetuning_type="lora")
+    assert (lora.lora_rank, lora.lora_target) == (8, "all")
+    assert TrainConfig(**base).template == TEMPLATE == "empty"
+    assert "max_steps" not in TrainConfig(**base).to_yaml()  # unset optionals are left to LlamaFactory
+    gpu = TrainConfig.for_device(on_gpu=True, **base)
+    assert (gpu.bf16, gpu.use_cpu) == (True, False)
+
+
+# ------------------------------------------------------------------------------------------- the subprocess
+
+
+def test_progress_parser_reads_the_training_bar_and_log_dicts() -> None:
+    lines = [
+        "Running tokenizer on dataset: 100%|##########| 16/16 [00:00<00:00, 237.54 examples/s]",
+        "Loading weights:   0%|          | 0/20 [00:00<?, ?it/s]",
+        "  0%|          | 0/4 [00:00<?, ?it/s]",
+        " 25%|##5       | 1/4 [00:08<00:26,  8.88s/it]",
+        "{'loss': '10.83', 'grad_norm': '1.397', 'learning_rate': '0.001', 'epoch': '0.25'}",
+        " 50%|#####     | 2/4 [00:18<00:18,  9.27s/it]",
+        " 50%|#####     | 2/4 [00:18<00:18,  9.27s/it]",
+        "{'train_runtime': '36.08', 'train_loss': '10.68', 'epoch': '1'}",
+    ]
+    parser = _ProgressParser(logging_steps=2)
+    out = [p for line in lines if (p := parser.feed(line))]
+    assert out == ["step 0/4", "step 1/4", "step 1/4 loss 10.8300", "done: 2/4 steps, train_loss 10.6800"]
+
+
+def _fake_python(tmp_path: Path, body: str) -> str:
+    """A stand-in for the venv's python that ignores the LlamaFactory arguments and runs `body` (bash)."""
+    script = tmp_path / "fake-python"
+    script.write_text("#!/usr/bin/env bash\n" + textwrap.dedent(body))
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_failing_run_raises_with_the_log_tail(tmp_path: Path) -> None:
+    fake = _fake_python(tmp_path, """
+        for i in $(seq 1 60); do echo "line $i"; done
+        printf '  0%%|          | 0/4 [00:00<?, ?it/s]\\r'
+        echo "ValueError: something broke" >&2
+        exit 3
+    """)
+    seen: list[str] = []
+    cfg = _config(tmp_path / "model", tmp_path, tmp_path / "out")
+    with pytest.raises(TrainingFailed) as err:
+        run_training(cfg, tmp_path / "work", seen.append, python=fake)
+    assert err.value.returncode == 3
+    assert len(err.value.log_tail) == 40 and err.value.log_tail[-1] == "ValueError: something broke"
+    assert "line 60" in err.value.log_tail and "line 1" not in err.value.log_tail
+    assert seen == ["step 0/4"]
+    log = (tmp_path / "work" / "train.log").read_text()
+    assert "line 1\n" in log and "something broke" in log
+    assert (tmp_path / "work" / "command.txt").read_text().strip().endswith("llamafactory.cli train "
+                                                                             f"{tmp_path / 'work' / 'llamafactory.yaml'}")
+    assert "template: empty" in (tmp_path / "work" / "llamafactory.yaml").read_text()
+
+
+def test_the_child_gets_the_callers_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # must reach the trainer exactly as the caller set it
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    fake = _fake_python(tmp_path, """
+        echo "env CUDA=$CUDA_VISIBLE_DEVICES OMP=$OMP_WAIT_POLICY DVC=$DISABLE_VERSION_CHECK"
+        printf '  0%%|          | 0/2 [00:00<?, ?it/s]\\r 50%%|#####     | 1/2 [00:01<00:01,  1.00s/it]\\n'
+        echo "{'loss': '1.5', 'grad_norm': '2.0', 'learning_rate': '1e-05', 'epoch': '0.5'}"
+    """)
+    seen: list[str] = []
+    run = run_training(_config(tmp_path / "model", tmp_path, tmp_path / "out"), tmp_path / "work", seen.append,
+                       python=fake)
+    assert "env CUDA=3 OMP=PASSIVE DVC=1" in run.log_path.read_text()
+    assert (run.returncode, run.steps, run.train_loss) == (0, 1, 1.5)  # no trainer files: parsed from the log
+    assert seen == ["step 0/2", "step 1/2 loss 1.5000"]
+
+
+def test_a_run_past_its_timeout_is_killed(tmp_path: Path) -> None:
+    fake = _fake_python(tmp_path, f"echo $$ > {tmp_path}/pid; sleep 600\n")
+    cfg = _config(tmp_path / "model", tmp_path, tmp_path / "out")
+    started = time.monotonic()
+    with pytest.raises(TrainingFailed, match="timed out"):
+        run_training(cfg, tmp_path / "work", python=fake, timeout_s=2)
+    assert time.monotonic() - started < 30
+    assert not _alive(int((tmp_path / "pid").read_text()))
+
+
+def test_the_trainer_dies_with_its_parent(tmp_path: Path) -> None:
+    """SIGKILL the process that called run_training: PDEATHSIG takes the trainer down with it."""
+    fake = _fake_python(tmp_path, f"echo $$ > {tmp_path}/pid; exec sleep 600\n")
+    parent = textwrap.dedent(f"""
+        import tools.train as t
+        from pathlib import Path
+        t.check_config = lambda cfg: None  # only process handling is under test here
+        cfg = t.TrainConfig(model_name_or_path="m", dataset="d", dataset_dir="x", output_dir="o")
+        t.run_training(cfg, Path({str(tmp_path / 'work')!r}), python={fake!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    pid_file = tmp_path / "pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the fake trainer never started"
+        time.sleep(0.2)
+    child = int(pid_file.read_text())
+    assert _alive(child)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as dead.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.is_file() and stat.read_text().split(") ", 1)[1][0] != "Z"
+
+
+# ------------------------------------------------------------------------------------------- real LlamaFactory
+
+
+def _train_validate_export(model_dir: Path, data_dir: Path, workdir: Path, *, rows: int, **fields) -> dict:
+    """Validation run, full run and export of `model_dir` on GSM8K rows, the way the trainer role does it."""
+    tok = _tokenizer(model_dir)
+    cutoff = fields.setdefault("cutoff_len", 1024)
+    records = gsm8k_records(data_dir, tok, rows, cutoff_len=cutoff)
+    write_llamafactory_dataset(records, workdir / "data", "sft", tokenizer=tok, cutoff_len=cutoff)
+    cfg = _config(model_dir, workdir / "data", workdir / "full" / "output", **fields)
+    progress: list[str] = []
+    t0 = time.monotonic()
+    check = validation_run(cfg, workdir, progress.append)
+    t1 = time.monotonic()
+    run = run_training(cfg, workdir / "full", progress.append)
+    t2 = time.monotonic()
+    final = export_model(run.output_dir, workdir / "final", base_model=model_dir)
+    return dict(check=check, run=run, final=final, progress=progress, validation_s=t1 - t0, full_s=t2 - t1)
+
+
+def _assert_loads_and_generates(final: Path, base: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = json.loads((final / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert any(final.glob("*.safetensors")) and not any(final.glob("*.bin"))
+    assert not (final / "trainer_state.json").exists() and not (final / "training_args.bin").exists()
+    tok = AutoTokenizer.from_pretrained(final)
+    assert tok.chat_template == AutoTokenizer.from_pretrained(base).chat_template
+    model = AutoModelForCausalLM.from_pretrained(final)
+    inputs = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
+                                     return_tensors="pt", return_dict=True)
+    out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_llamafactory_full_sft_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    # 16 rows at batch 8: 2 steps per run; each run pays LlamaFactory's import and model load in a fresh process.
+    result = _train_validate_export(tiny_model_dir, data_dir, tmp_path, rows=16, per_device_train_batch_size=8,
+                                    learning_rate=1e-3, disable_gradient_checkpointing=True)
+    check, run = result["check"], result["run"]
+    assert check.steps == 2 and math.isfinite(check.train_loss)
+    assert not any((tmp_path / "validation" / "output").glob("*.safetensors"))  # validation exports nothing
+    assert (tmp_path / "validation" / "train.log").is_file()
+    assert run.returncode == 0 and run.steps == 2 and math.isfinite(run.train_loss)
+    assert (tmp_path / "full" / "llamafactory.yaml").is_file() and (tmp_path / "full" / "command.txt").is_file()
+    assert any(p.startswith("step 2/2 loss") for p in result["progress"])
+    assert result["progress"][-1].startswith("done: 2/2 steps")
+    _assert_loads_and_generates(result["final"], tiny_model_dir)
+    export_model(run.output_dir, result["final"], base_model=tiny_model_dir)  # re-export replaces in place
+    assert not list(tmp_path.glob(".final*"))
+
+
+@pytest.mark.slow
+def test_llamafactory_full_sft_on_the_embedded_model(
+    tmp_path: Path, embedded_model_dir: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The notes' CPU recipe: batch 4, cutoff 384, lr 2e-5; 32 rows = 8 steps.
+    result = _train_validate_export(embedded_model_dir, data_dir, tmp_path, rows=32, per_device_train_batch_size=4,
+                                    cutoff_len=384, learning_rate=2e-5)
+    run = result["run"]
+    assert run.steps == 8 and math.isfinite(run.train_loss)
+    _assert_loads_and_generates(result["final"], embedded_model_dir)
+    with capsys.disabled():
+        print(f"\nembedded SFT: validation run {result['validation_s']:.0f}s, full run {result['full_s']:.0f}s "
+              f"({run.steps} steps, train_runtime {run.train_runtime_s:.0f}s = "
+              f"{run.train_runtime_s / run.steps:.1f}s/step), train_loss {run.train_loss:.3f}")
+
+
+@pytest.mark.slow
+def test_llamafactory_lora_on_the_tiny_model_merges_on_export(
+    tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
+    tok = _tokenizer(tiny_model_dir)
+    records = gsm8k_records(data_dir, tok, 8, cutoff_len=1024)
+    write_llamafactory_dataset(records, tmp_path / "data", "sft", tokenizer=tok, cutoff_len=1024)
+    cfg = _config(tiny_model_dir, tmp_path / "data", tmp_path / "run" / "output", finetuning_type="lora",
+                  per_device_train_batch_size=8, learning_rate=1e-3, disable_gradient_checkpointing=True)
+    run = run_training(cfg, tmp_path / "run")
+    assert (run.output_dir / "adapter_config.json").is_file()
+    final = export_model(run.output_dir, tmp_path / "final", base_model=tiny_model_dir)
+    assert not (final / "adapter_config.json").exists()
+    assert (run.output_dir / "merge" / "train.log").is_file()
+    _assert_loads_and_generates(final, tiny_model_dir)

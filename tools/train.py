@@ -1,0 +1,751 @@
+"""Everything the trainer role needs to run LlamaFactory: the dataset contract, a typed recipe checked against the
+installed argument parsers, a supervised subprocess run, the short validation run and a clean export.
+
+Training itself is LlamaFactory's (`python -m llamafactory.cli train <yaml>`); nothing here replaces it.
+
+Dataset contract: every prompt is pre-rendered exactly as the evaluation shows it (the model tokenizer's own chat
+template, `add_generation_prompt=True`), and every response ends with the model's end-of-turn marker. LlamaFactory's
+`empty` template then adds nothing around that text: its user and assistant slots are the bare content, it has no
+prefix (no bos), no default system and no eos slot. `tests/test_train.py` proves it through LlamaFactory's own
+`get_dataset`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TEMPLATE = "empty"
+"""LlamaFactory 0.9.5's `empty` template: format_user/format_assistant are `{{content}}`, no prefix, no default system,
+no eos slot, replace_jinja_template=False (the model's own chat template is kept)."""
+
+DATA_FORMAT_COLUMNS = {"prompt": "instruction", "response": "output"}
+CONFIG_NAME = "llamafactory.yaml"
+LOG_NAME = "train.log"
+TAIL_LINES = 40
+
+# Files LlamaFactory/transformers leave next to the model that are training records, not part of the model.
+_TRAINING_ARTEFACTS = {
+    "training_args.bin", "trainer_state.json", "trainer_log.jsonl", "all_results.json", "train_results.json",
+    "eval_results.json", "training_loss.png", "README.md",
+}
+
+
+class TrainConfigError(ValueError):
+    """A training config the installed LlamaFactory/transformers would reject (unknown keys, bad values)."""
+
+
+class DatasetFormatError(ValueError):
+    """Records that break the dataset contract (missing end-of-turn, longer than cutoff_len, ...)."""
+
+
+class TrainingFailed(RuntimeError):
+    """LlamaFactory exited non-zero (or timed out); carries the last log lines."""
+
+    def __init__(self, message: str, returncode: int | None, log_tail: list[str], log_path: Path):
+        self.returncode = returncode
+        self.log_tail = log_tail
+        self.log_path = log_path
+        super().__init__(f"{message} (log: {log_path})\n" + "\n".join(log_tail))
+
+
+class ExportError(RuntimeError):
+    """The trained folder cannot be made into a clean, loadable HF model."""
+
+
+# ----------------------------------------------------------------------------------------------- dataset contract
+
+
+def end_of_turn(tokenizer: Any) -> str:
+    """The marker the chat template puts after an assistant message (ChatML: `<|im_end|>`), found by rendering one.
+
+    Trailing whitespace is dropped: generation stops at the marker token, so the newline after it is never produced.
+    """
+    sentinel = "\u2063RESPONSE\u2063"
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": sentinel}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not isinstance(rendered, str) or sentinel not in rendered:
+        raise DatasetFormatError("the tokenizer's chat template did not render an assistant message")
+    marker = rendered.split(sentinel, 1)[1].strip()
+    if not marker:  # a template with no explicit end-of-turn: the model stops at eos
+        marker = tokenizer.eos_token or ""
+    if not marker:
+        raise DatasetFormatError("cannot find an end-of-turn marker: the chat template adds none and there is no eos")
+    return marker
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The prompt exactly as the evaluation shows it: the tokenizer's own chat template, generation prompt added."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not isinstance(text, str):
+        raise DatasetFormatError("apply_chat_template did not return a string")
+    return text
+
+
+def sft_record(prompt_text: str, response_text: str, eos: str) -> dict[str, str]:
+    """One LlamaFactory (alpaca-format) record: the pre-rendered prompt and the response ending with `eos`.
+
+    `eos` is the model's end-of-turn marker (see `end_of_turn`); it is appended unless the response already ends
+    with it, so the model learns to stop where the evaluation's generation stops.
+    """
+    if not prompt_text:
+        raise DatasetFormatError("empty prompt")
+    if not response_text.strip():
+        raise DatasetFormatError("empty response")
+    if not eos:
+        raise DatasetFormatError("empty end-of-turn marker")
+    output = response_text if response_text.endswith(eos) else response_text + eos
+    return {DATA_FORMAT_COLUMNS["prompt"]: prompt_text, DATA_FORMAT_COLUMNS["response"]: output}
+
+
+def write_llamafactory_dataset(
+    records: Iterable[Mapping[str, str]],
+    dataset_dir: Path,
+    name: str,
+    *,
+    tokenizer: Any | None = None,
+    cutoff_len: int | None = None,
+) -> Path:
+    """Write `records` as `<dataset_dir>/<name>.json` and register it in `<dataset_dir>/dataset_info.json`.
+
+    With `tokenizer` and `cutoff_len`, a record longer than cutoff_len is an error: LlamaFactory would cut the
+    prompt's *end* (the question) to fit, silently training on a prompt the evaluation never shows.
+    Returns the data file's path.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise DatasetFormatError(f"dataset name {name!r}: use letters, digits, '_', '-', '.'")
+    rows = [dict(r) for r in records]
+    if not rows:
+        raise DatasetFormatError("no records")
+    wanted = set(DATA_FORMAT_COLUMNS.values())
+    for i, row in enumerate(rows):
+        if set(row) != wanted or not all(isinstance(v, str) for v in row.values()):
+            raise DatasetFormatError(f"record {i}: expected exactly string fields {sorted(wanted)}, got {sorted(row)}")
+    if tokenizer is not None and cutoff_len is not None:
+        too_long = [i for i, row in enumerate(rows) if record_tokens(tokenizer, row) > cutoff_len]
+        if too_long:
+            raise DatasetFormatError(
+                f"{len(too_long)} of {len(rows)} records exceed cutoff_len={cutoff_len} tokens "
+                f"(first: record {too_long[0]}); raise cutoff_len or shorten the prompts"
+            )
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    data_file = dataset_dir / f"{name}.json"
+    _write_json_atomic(data_file, rows)
+    info_path = dataset_dir / "dataset_info.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    info[name] = {"file_name": data_file.name, "formatting": "alpaca", "columns": dict(DATA_FORMAT_COLUMNS)}
+    _write_json_atomic(info_path, info)
+    return data_file
+
+
+def record_tokens(tokenizer: Any, record: Mapping[str, str]) -> int:
+    """Token count of a record as LlamaFactory's `empty` template encodes it (prompt and response separately)."""
+    prompt = tokenizer.encode(record[DATA_FORMAT_COLUMNS["prompt"]], add_special_tokens=False)
+    response = tokenizer.encode(record[DATA_FORMAT_COLUMNS["response"]], add_special_tokens=False)
+    return len(prompt) + len(response)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------------------ the recipe
+
+
+class TrainConfig(BaseModel):
+    """The LlamaFactory training recipe, one field per LlamaFactory/transformers argument (None = not rendered)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # model
+    model_name_or_path: str
+    disable_gradient_checkpointing: bool = False
+    """LlamaFactory turns gradient checkpointing on by default. Turning it off trades memory for speed; on CPU with
+    SmolLM2-135M the 49k-vocabulary head dominates and the measured difference was within noise."""
+    # method
+    stage: Literal["sft"] = "sft"
+    do_train: bool = True
+    finetuning_type: Literal["full", "lora"] = "full"
+    lora_rank: int | None = Field(default=None, gt=0)
+    lora_alpha: int | None = Field(default=None, gt=0)
+    lora_target: str | None = None
+    # data
+    template: str = TEMPLATE
+    dataset: str
+    dataset_dir: str
+    cutoff_len: int = Field(default=1024, gt=0)
+    max_samples: int | None = Field(default=None, gt=0)
+    overwrite_cache: bool = True
+    preprocessing_num_workers: int | None = None
+    """None: tokenize in the training process; worker processes only pay off on large datasets."""
+    dataloader_num_workers: int = 0
+    # optimisation
+    per_device_train_batch_size: int = Field(default=4, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    learning_rate: float = Field(default=2.0e-5, gt=0)
+    num_train_epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    """When set, overrides num_train_epochs."""
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = Field(default=0, ge=0)
+    seed: int = 42
+    # logging and output
+    logging_steps: int = Field(default=1, gt=0)
+    save_strategy: Literal["no"] = "no"
+    """Checkpoints cost minutes and disk on CPU; LlamaFactory still saves the final model."""
+    output_dir: str
+    overwrite_output_dir: bool = True
+    plot_loss: bool = False
+    report_to: Literal["none"] = "none"
+    # device
+    bf16: bool = False
+    fp16: bool = False
+    use_cpu: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 are exclusive")
+        if self.use_cpu and self.fp16:
+            raise ValueError("fp16 mixed precision needs a GPU (use_cpu=True)")
+        lora_fields = {"lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha, "lora_target": self.lora_target}
+        if self.finetuning_type == "full" and any(v is not None for v in lora_fields.values()):
+            raise ValueError("lora_rank/lora_alpha/lora_target only apply to finetuning_type 'lora'")
+        if self.finetuning_type == "lora":
+            # Set through __dict__ to avoid re-running this validator on assignment.
+            if self.lora_rank is None:
+                self.__dict__["lora_rank"] = 8
+            if self.lora_target is None:
+                self.__dict__["lora_target"] = "all"
+        return self
+
+    @classmethod
+    def for_device(cls, *, on_gpu: bool, **fields: Any) -> TrainConfig:
+        """A recipe with the device-dependent defaults: bf16 on GPU; float32 with use_cpu on CPU."""
+        device = {"bf16": True, "fp16": False, "use_cpu": False} if on_gpu else {"bf16": False, "fp16": False,
+                                                                                 "use_cpu": True}
+        return cls(**{**device, **fields})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys LlamaFactory will receive (unset optional fields are left to its defaults)."""
+        return self.model_dump(exclude_none=True)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _argument_classes(command: Literal["train", "export"] = "train") -> list[type]:
+    """The argument dataclasses LlamaFactory parses for `command` (its _TRAIN_ARGS / _INFER_ARGS)."""
+    from llamafactory.hparams import (
+        DataArguments,
+        FinetuningArguments,
+        GeneratingArguments,
+        ModelArguments,
+        TrainingArguments,
+    )
+
+    if command == "export":
+        return [ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments]
+    return [ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments]
+
+
+def check_config(cfg: TrainConfig | Mapping[str, Any], command: Literal["train", "export"] = "train") -> None:
+    """Check every key and value against the installed LlamaFactory's and transformers' argument parsers.
+
+    Raises `TrainConfigError` naming unknown keys (e.g. `warmup_ratio`, which transformers 5.17 no longer accepts)
+    or the parser's own complaint about a value. Run it before every run: a rejected key otherwise costs a model
+    load and a dataset pass before LlamaFactory fails.
+    """
+    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")  # llamafactory refuses to import without it (datasets pin)
+    import dataclasses
+
+    from transformers import HfArgumentParser
+
+    args = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
+    classes = _argument_classes(command)
+    known = {f.name for c in classes for f in dataclasses.fields(c) if f.init}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        import transformers
+
+        raise TrainConfigError(
+            f"unknown {command} argument(s) {', '.join(unknown)}: not accepted by the installed LlamaFactory "
+            f"{_llamafactory_version()} / transformers {transformers.__version__}"
+        )
+    try:
+        HfArgumentParser(classes).parse_dict(args, allow_extra_keys=False)
+    except (ValueError, TypeError) as e:  # the dataclasses' own value checks (__post_init__)
+        raise TrainConfigError(f"{command} config rejected by the argument parser: {e}") from e
+
+
+def _llamafactory_version() -> str:
+    import llamafactory
+
+    return str(getattr(llamafactory, "__version__", "?"))
+
+
+# ------------------------------------------------------------------------------------------------------ the runs
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """The outcome of one LlamaFactory run."""
+
+    returncode: int
+    log_path: Path
+    train_loss: float | None
+    runtime_s: float
+    """Wall time of the subprocess (start-up, data, training, save)."""
+    steps: int | None
+    command: list[str]
+    output_dir: Path
+    train_runtime_s: float | None = None
+    """The trainer's own train_runtime (the training loop only)."""
+
+
+# The trainer's own bar has no description ("  25%|██▌       | 1/4 [00:08<00:26,  8.88s/it]"); dataset, weight
+# loading and shard-writing bars all start with one, so anchoring on the bare percentage picks the training bar.
+_TRAIN_BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[")
+_NUMBER = r"['\"]?(-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|nan|inf)['\"]?"
+_LOSS = re.compile(r"['\"]loss['\"]: *" + _NUMBER, re.IGNORECASE)  # the trainer's per-logging-step dict
+_TRAIN_LOSS = re.compile(r"['\"]train_loss['\"]: *" + _NUMBER, re.IGNORECASE)  # its end-of-training dict
+
+
+class _ProgressParser:
+    """Turns LlamaFactory's output (the training bar and the trainer's log dicts) into short progress lines."""
+
+    def __init__(self, logging_steps: int) -> None:
+        self.logging_steps = logging_steps
+        self.step: int | None = None
+        self.total: int | None = None
+        self.loss: float | None = None
+
+    def feed(self, line: str) -> str | None:
+        """The progress line to report for `line`, or None when it brings nothing new."""
+        if m := _TRAIN_LOSS.search(line):
+            return f"done: {self.step}/{self.total} steps, train_loss {float(m.group(1)):.4f}"
+        if m := _LOSS.search(line):
+            self.loss = float(m.group(1))
+            return f"step {self.step}/{self.total} loss {self.loss:.4f}"
+        if m := _TRAIN_BAR.search(line):
+            step, total = int(m.group(1)), int(m.group(2))
+            advanced = step != self.step
+            self.step, self.total = step, total
+            # A logging step reports itself with its loss a moment later; only the others are reported here.
+            if advanced and (step == 0 or step % self.logging_steps != 0):
+                return f"step {step}/{total}" + (f" (last loss {self.loss:.4f})" if self.loss is not None else "")
+        return None
+
+
+def build_command(config_path: Path, python: str | None = None, command: str = "train") -> list[str]:
+    """The LlamaFactory CLI invocation; its launcher starts torchrun itself when several GPUs are visible."""
+    return [python or sys.executable, "-m", "llamafactory.cli", command, str(config_path)]
+
+
+def run_training(
+    cfg: TrainConfig,
+    workdir: Path,
+    on_progress: Callable[[str], None] | None = None,
+    *,
+    timeout_s: float | None = None,
+    python: str | None = None,
+) -> TrainRun:
+    """Run LlamaFactory on `cfg` in a subprocess, logging into `workdir/train.log`.
+
+    Writes `workdir/llamafactory.yaml` and `workdir/command.txt`, checks the config first (`check_config`), streams
+    the child's output into the log and `on_progress` ("step 3/16 loss 1.2345"), and returns a `TrainRun`.
+    A non-zero exit or a timeout raises `TrainingFailed` with the last log lines. The child runs in its own session
+    and dies with this process (PDEATHSIG), so neither a crash in it nor a kill of the caller leaves a stray trainer.
+    """
+    cfg = _absolute_paths(cfg)  # the child runs in workdir; relative paths must keep meaning the caller's
+    check_config(cfg)
+    # On shared CPUs, OpenMP's default spin-waiting made a 2-thread step ~2.5x slower than a passive wait
+    # (SmolLM2-135M, batch 4x300: 77-86 s vs 29-36 s at load ~7). The caller's own setting wins.
+    cpu_env = {"OMP_WAIT_POLICY": "PASSIVE"} if cfg.use_cpu else {}
+    returncode, log_path, parser, runtime, command = _run_cli(
+        "train", cfg.to_yaml(), Path(workdir), cfg.logging_steps, on_progress, timeout_s, python, cpu_env
+    )
+    metrics = _read_metrics(Path(cfg.output_dir))
+    return TrainRun(
+        returncode=returncode,
+        log_path=log_path,
+        train_loss=metrics.get("train_loss", parser.loss),
+        runtime_s=runtime,
+        steps=metrics.get("global_step", parser.step),
+        command=command,
+        output_dir=Path(cfg.output_dir),
+        train_runtime_s=metrics.get("train_runtime"),
+    )
+
+
+def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    update = {"output_dir": str(Path(cfg.output_dir).resolve()), "dataset_dir": str(Path(cfg.dataset_dir).resolve())}
+    if Path(cfg.model_name_or_path).exists():  # a local folder, not a hub id
+        update["model_name_or_path"] = str(Path(cfg.model_name_or_path).resolve())
+    return cfg.model_copy(update=update)
+
+
+def _run_cli(
+    command_name: str,
+    config_yaml: str,
+    workdir: Path,
+    logging_steps: int,
+    on_progress: Callable[[str], None] | None,
+    timeout_s: float | None,
+    python: str | None,
+    default_env: Mapping[str, str] | None = None,
+) -> tuple[int, Path, _ProgressParser, float, list[str]]:
+    """Run `llamafactory.cli <command_name> <workdir/llamafactory.yaml>`, supervised; raise TrainingFailed on error."""
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / CONFIG_NAME
+    config_path.write_text(config_yaml, encoding="utf-8")
+    command = build_command(config_path, python, command_name)
+    (workdir / "command.txt").write_text(_shell_line(command) + "\n", encoding="utf-8")
+    log_path = workdir / LOG_NAME
+
+    env = {**(default_env or {}), **os.environ}  # CUDA_VISIBLE_DEVICES and friends pass through untouched
+    env["DISABLE_VERSION_CHECK"] = "1"  # llamafactory 0.9.5 pins datasets<=4.0.0; the lock has a newer one
+    env["PYTHONUNBUFFERED"] = "1"  # progress must arrive as it happens, not when a pipe buffer fills
+    started = time.monotonic()
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    parser = _ProgressParser(logging_steps)
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"$ {_shell_line(command)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            command,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: one killpg reaches torchrun's workers too
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+        try:
+            timed_out = _pump(proc, log, tail, parser, on_progress, started, timeout_s)
+            returncode = proc.wait()
+        except BaseException:
+            _kill_group(proc)  # an exception here (KeyboardInterrupt, a failing callback) must not orphan it
+            raise
+    runtime = time.monotonic() - started
+    if timed_out:
+        raise TrainingFailed(f"LlamaFactory {command_name} timed out after {timeout_s:.0f}s", None, list(tail),
+                             log_path)
+    if returncode != 0:
+        raise TrainingFailed(f"LlamaFactory {command_name} exited with code {returncode}", returncode, list(tail),
+                             log_path)
+    return returncode, log_path, parser, runtime, command
+
+
+def _pump(
+    proc: subprocess.Popen[bytes],
+    log: Any,
+    tail: deque[str],
+    parser: _ProgressParser,
+    on_progress: Callable[[str], None] | None,
+    started: float,
+    timeout_s: float | None,
+) -> bool:
+    """Copy the child's output to the log line by line (tqdm's `\\r` updates count as lines); True on timeout."""
+    import selectors
+
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    pending = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                _kill_group(proc)
+                tail.append(f"[killed after {timeout_s:.0f}s timeout]")
+                log.write(tail[-1] + "\n")
+                return True
+            if not sel.select(timeout=1.0):
+                if proc.poll() is not None:  # exited, but a stray grandchild still holds the pipe open
+                    break
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:  # EOF: the child closed its output
+                break
+            pending += chunk
+            *lines, pending = re.split(rb"\r\n|\r|\n", pending)
+            for raw in lines:
+                _take_line(raw.decode("utf-8", "replace"), log, tail, parser, on_progress)
+            log.flush()
+    if pending:
+        _take_line(pending.decode("utf-8", "replace"), log, tail, parser, on_progress)
+    proc.stdout.close()
+    return False
+
+
+def _take_line(
+    line: str, log: Any, tail: deque[str], parser: _ProgressParser, on_progress: Callable[[str], None] | None
+) -> None:
+    if not line.strip():
+        return
+    log.write(line + "\n")
+    tail.append(line)
+    progress = parser.feed(line)
+    if progress and on_progress is not None:
+        on_progress(progress)
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL the child when the process that started it dies (Linux prctl PR_SET_PDEATHSIG).
+
+    PDEATHSIG follows the *thread* that forked; run_training blocks that thread until the child ends, so it holds.
+    """
+
+    if not sys.platform.startswith("linux"):
+        raise OSError("run_training needs Linux (prctl PR_SET_PDEATHSIG ties the trainer's life to the caller's)")
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before fork: the child only makes the call
+    pr_set_pdeathsig = 1
+
+    def set_pdeathsig() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return set_pdeathsig
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the child's whole process group (torchrun workers included) and reap it."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it exited between poll and kill
+        pass
+    proc.wait()
+
+
+def _read_metrics(output_dir: Path) -> dict[str, Any]:
+    """train_loss / train_runtime from train_results.json and global_step from trainer_state.json."""
+    metrics: dict[str, Any] = {}
+    results = output_dir / "train_results.json"
+    if results.is_file():
+        metrics.update(json.loads(results.read_text(encoding="utf-8")))
+    state = output_dir / "trainer_state.json"
+    if state.is_file():
+        metrics["global_step"] = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+    return metrics
+
+
+def _shell_line(command: list[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(c) for c in command)
+
+
+def validation_run(
+    cfg: TrainConfig,
+    workdir: Path,
+    on_progress: Callable[[str], None] | None = None,
+    *,
+    steps: int = 2,
+    timeout_s: float | None = None,
+) -> TrainRun:
+    """The short validation run before the full one: the same recipe for `steps` optimizer steps.
+
+    Everything lives under `workdir/validation`; the saved weights are deleted afterwards (nothing is exported),
+    the log and metrics stay. A non-finite loss is a failure: the full run would only waste its budget.
+    """
+    vdir = Path(workdir).resolve() / "validation"
+    if vdir.exists():
+        shutil.rmtree(vdir)  # a stale folder from an earlier attempt would mix its files into this one's
+    out = vdir / "output"
+    vcfg = cfg.model_copy(update={"max_steps": steps, "output_dir": str(out), "logging_steps": 1})
+    vcfg = TrainConfig.model_validate(vcfg.model_dump())  # re-validate the copy
+    run = run_training(vcfg, vdir, on_progress, timeout_s=timeout_s)
+    if run.train_loss is None or not math.isfinite(run.train_loss):
+        raise TrainingFailed(f"validation run finished with loss {run.train_loss}", 0, _tail(run.log_path),
+                             run.log_path)
+    for item in out.iterdir():
+        is_weights = item.suffix in {".safetensors", ".bin", ".pt", ".pth"} or item.name.endswith(".index.json")
+        if is_weights and item.name != "training_args.bin":
+            item.unlink()  # the weights of a 2-step run are worthless and large (0.5 GB for SmolLM2-135M)
+    return run
+
+
+def _tail(log_path: Path, n: int = TAIL_LINES) -> list[str]:
+    with log_path.open(encoding="utf-8", errors="replace") as f:
+        return [line.rstrip("\n") for line in deque(f, maxlen=n)]
+
+
+# ------------------------------------------------------------------------------------------------------ export
+
+
+def export_model(
+    output_dir: Path,
+    final_dir: Path,
+    *,
+    base_model: str | Path | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
+) -> Path:
+    """Make the trained model in `output_dir` a clean, loadable HF model in `final_dir`, atomically.
+
+    Guarantees: config.json with `architectures`, safetensors weights, the tokenizer (with `base_model`: exactly
+    the base's) and a chat template, none of the trainer's records. A LoRA adapter is first merged into its base
+    by LlamaFactory's own `export` command (log in `output_dir/merge/`). The model is built in a temporary sibling
+    folder and renamed into place, so `final_dir` is either the old model or the complete new one.
+    """
+    output_dir, final_dir = Path(output_dir).resolve(), Path(final_dir).resolve()
+    is_adapter = (output_dir / "adapter_config.json").is_file()
+    if not is_adapter and not (output_dir / "config.json").is_file():
+        raise ExportError(f"{output_dir} has neither config.json nor adapter_config.json: not a trained model")
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final_dir.with_name(f".{final_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        if is_adapter:
+            base_model = base_model or _adapter_base(output_dir)
+            merge_lora(output_dir, base_model, tmp, workdir=output_dir / "merge", on_progress=on_progress,
+                       timeout_s=timeout_s)
+        else:
+            tmp.mkdir()
+            for item in output_dir.iterdir():
+                # Files only: checkpoint-*/ and runs/ folders are training state, not the model.
+                if item.is_file() and item.name not in _TRAINING_ARTEFACTS:
+                    shutil.copy2(item, tmp / item.name)
+        _ensure_architectures(tmp)
+        _ensure_safetensors(tmp)
+        _ensure_tokenizer(tmp, base_model)
+        _swap_into_place(tmp, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-built copy behind; the error still propagates
+        raise
+    return final_dir
+
+
+def merge_lora(
+    adapter_dir: Path,
+    base_model: str | Path,
+    export_dir: Path,
+    *,
+    workdir: Path,
+    template: str = TEMPLATE,
+    on_progress: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
+    python: str | None = None,
+) -> Path:
+    """Merge a LoRA adapter into its base with `llamafactory.cli export` (a subprocess, like training)."""
+    args = {
+        "model_name_or_path": str(base_model),
+        "adapter_name_or_path": str(Path(adapter_dir).resolve()),
+        "template": template,
+        "finetuning_type": "lora",
+        "export_dir": str(Path(export_dir).resolve()),
+        "export_device": "cpu",
+    }
+    check_config(args, "export")
+    import yaml
+
+    _run_cli("export", yaml.safe_dump(args, sort_keys=False), Path(workdir), 1, on_progress, timeout_s, python)
+    return Path(export_dir)
+
+
+def _adapter_base(adapter_dir: Path) -> str:
+    base = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise ExportError(f"{adapter_dir}/adapter_config.json names no base model; pass base_model")
+    return str(base)
+
+
+def _ensure_architectures(model_dir: Path) -> None:
+    """vLLM and inspect's providers need `architectures`; GGUF-converted configs leave it empty."""
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("architectures"):
+        return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""))
+    if not arch:
+        raise ExportError(f"config.json has no architectures and model_type {config.get('model_type')!r} is unknown")
+    config["architectures"] = [arch]
+    _write_json_atomic(path, config)
+
+
+def _ensure_safetensors(model_dir: Path) -> None:
+    if any(model_dir.glob("*.safetensors")):
+        return
+    if not any(model_dir.glob("*.bin")):
+        raise ExportError(f"no weights in {model_dir}")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)  # old-style .bin: re-save as safetensors
+    for f in model_dir.glob("pytorch_model*.bin*"):
+        f.unlink()
+    model.save_pretrained(model_dir)  # transformers 5 writes safetensors only (safe_serialization is gone)
+    if not any(model_dir.glob("*.safetensors")):
+        raise ExportError(f"re-saving {model_dir} produced no safetensors file")
+
+
+_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
+    "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
+)
+
+
+def _ensure_tokenizer(model_dir: Path, base_model: str | Path | None) -> None:
+    """A loadable tokenizer with a chat template; with `base_model`, exactly the base model's tokenizer.
+
+    LlamaFactory re-saves the tokenizer with its own tweaks (pad token, right padding); full SFT adds no tokens, so
+    the base tokenizer is the one the evaluation must see. A vocabulary mismatch means training changed it: error.
+    """
+    from transformers import AutoTokenizer
+
+    from tools.model import has_chat_template
+
+    try:
+        trained = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        if base_model is None:
+            raise ExportError(f"no loadable tokenizer in {model_dir}: {e}") from e
+        trained = None  # the base's tokenizer replaces it below
+    if base_model is not None:
+        base = AutoTokenizer.from_pretrained(base_model)
+        if trained is not None and len(trained) != len(base):
+            raise ExportError(f"tokenizer vocabulary changed in training ({len(base)} -> {len(trained)} tokens)")
+        for name in _TOKENIZER_FILES:
+            (model_dir / name).unlink(missing_ok=True)
+        base.save_pretrained(model_dir)
+    if not has_chat_template(model_dir):
+        raise ExportError(f"the model in {model_dir} has no chat template (pass base_model to take the base's)")
+
+
+def _swap_into_place(tmp: Path, final_dir: Path) -> None:
+    """Rename `tmp` to `final_dir`; an existing final_dir is moved aside first and removed after."""
+    old = None
+    if final_dir.exists():
+        old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
+        final_dir.rename(old)
+    tmp.rename(final_dir)
+    if old is not None:
+        shutil.rmtree(old)
