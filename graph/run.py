@@ -8,12 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_INPUT, EXIT_GUARD = 2, 3
+EXIT_INPUT, EXIT_GUARD, EXIT_HANDOFF = 2, 3, 4
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m graph.run", description=__doc__)
-    p.add_argument("--task", default="gsm8k", help="benchmark to post-train for (default gsm8k)")
+    p.add_argument("--task", help="benchmark to post-train for (default gsm8k)")
     p.add_argument("--data-dir", type=Path, help="folder with <task>/{train,test}.jsonl; default: the hub")
     p.add_argument("--base-model", help="HF id or local folder; default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--workspace", type=Path, help="run folder (default runs/<task>-<time>)")
@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--final-eval", choices=["auto", "full", "none"])
     p.add_argument("--memory-dir", type=Path, help="experiment memory shared between runs")
     p.add_argument("--seed", type=int)
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="settings from a TOML or YAML file (same names as the options, e.g. role_backbones); "
+                        "options given on the command line win")
     p.add_argument("--trace", type=Path, metavar="DIR",
                    help="also write the run's traces to DIR/runs.jsonl (offline; view: python -m graph.tracing view DIR)")
     return p.parse_args(argv)
@@ -50,10 +53,13 @@ def settings_from_args(args: argparse.Namespace):
         if not sep or not spec:
             raise InputError(f"--role-backbone expects ROLE=SPEC, got {item!r}")
         overrides[role] = spec
-    workspace = args.workspace or Path("runs") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from_file = _config_file(args.config) if args.config else {}
+    task = args.task or from_file.get("task", "gsm8k")
+    workspace = args.workspace or Path(from_file.get("workspace") or
+                                       Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (workspace / "run_settings.json").exists():
         raise InputError(f"{workspace} already holds a run; continue it with --resume {workspace}")
-    fields = dict(task=args.task, data_dir=args.data_dir.resolve() if args.data_dir else None,
+    fields = dict(task=task, data_dir=args.data_dir.resolve() if args.data_dir else None,
                   base_model=args.base_model, workspace=workspace.resolve(), hours=args.hours,
                   max_iterations=args.max_iterations, target=args.target, backbone=args.backbone,
                   role_backbones=overrides, device=args.device, eval_limit=args.eval_limit,
@@ -62,10 +68,35 @@ def settings_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
     try:
-        return RunSettings(**{k: v for k, v in fields.items() if v is not None})
+        given = {k: v for k, v in fields.items() if v is not None and v != {}}
+        if "role_backbones" in from_file and "role_backbones" in given:
+            given["role_backbones"] = {**from_file["role_backbones"], **given["role_backbones"]}
+        return RunSettings(**{**from_file, **given})
     except ValidationError as e:
         first = e.errors()[0]
         raise InputError(f"--{'-'.join(map(str, first['loc'][:1])).replace('_', '-')}: {first['msg']}") from None
+
+
+def _config_file(path: Path) -> dict:
+    from tasks.base import InputError
+
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001  any parse error is bad input, reported in one line
+        raise InputError(f"cannot parse {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a mapping of settings")
+    return data
 
 
 def build_context(settings, stream=sys.stdout):
@@ -91,8 +122,12 @@ def build_context(settings, stream=sys.stdout):
         check_limit(settings.eval_limit, task.benchmark_size())
     from memory.store import ExperimentMemory  # after the input checks: chromadb takes seconds to import
 
-    return RunContext(settings=settings, task=task, ws=Workspace(settings.workspace), base_model=base, on_gpu=on_gpu,
-                      memory=ExperimentMemory(settings.memory_path), policies=policies, progress=progress)
+    ctx = RunContext(settings=settings, task=task, ws=Workspace(settings.workspace), base_model=base, on_gpu=on_gpu,
+                     memory=ExperimentMemory(settings.memory_path), policies=policies, progress=progress)
+    from roles.agent import attach
+
+    attach(policies, ctx)  # agent tools read the run's task, evidence and memory
+    return ctx
 
 
 def _on_gpu(device: str) -> bool:
@@ -157,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")  # llamafactory pins datasets<=4.0.0; see requirements.in
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
+    from roles.agent import HandoffFailed
+    from roles.llm import BackboneError
     from tasks.base import InputError
     from tools.evaluate import EvalRefused
     from tools.guards import GuardViolation
@@ -168,6 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, EvalRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
+    except BackboneError as e:  # unreachable or failing backbone: the state up to the last node is saved
+        print(f"error: {e}", file=sys.stderr)
+        if (settings.workspace / "run_settings.json").is_file():
+            print(f"the state is saved; once the backbone answers, continue with "
+                  f"python -m graph.run --resume {settings.workspace}", file=sys.stderr)
+        return EXIT_INPUT
+    except HandoffFailed as e:
+        print(f"stopped: the {e.role} gave no valid handoff ({e.reason})\nthe state is saved; continue with "
+              f"python -m graph.run --resume {settings.workspace}", file=sys.stderr)
+        return EXIT_HANDOFF
     except GuardViolation as e:
         print(f"stopped by a hard rule: {e}\nthe state is saved; after fixing it, continue with "
               f"python -m graph.run --resume {settings.workspace}", file=sys.stderr)

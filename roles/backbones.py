@@ -5,7 +5,6 @@ from __future__ import annotations
 from graph.settings import ROLES, RunSettings
 from roles.playbook import Playbook
 from roles.policy import Policy
-from tasks.base import InputError
 
 
 def policies_for(settings: RunSettings) -> dict[str, Policy]:
@@ -15,5 +14,8 @@ def policies_for(settings: RunSettings) -> dict[str, Policy]:
         if spec == "playbook":
             policies[role] = Playbook()
         else:
-            raise InputError(f"backbone {spec!r} for role {role} is not supported yet; use playbook")
+            from roles.agent import AgentPolicy
+            from roles.llm import load_backbone
+
+            policies[role] = AgentPolicy(role, load_backbone(spec))  # one backbone (and local server) per spec
     return policies

@@ -59,3 +59,21 @@ def test_eval_limit_below_the_floor(data_dir, tmp_path, tiny_model_dir):
 ])
 def test_bad_options(args, pattern, tmp_path):
     _assert_one_line_error(_run(*args, "--workspace", str(tmp_path / "w")), pattern)
+
+
+def test_config_file_is_checked_like_options(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("hours: 0.1\nrole_backbones:\n  planner: playbook\nbogus_setting: 1\n")
+    _assert_one_line_error(_run("--config", str(cfg), "--workspace", str(tmp_path / "w")), "--bogus-setting")
+
+
+def test_config_file_settings_and_command_line_precedence(tmp_path):
+
+    from graph.run import parse_args, settings_from_args
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('hours = 3.0\nmax_iterations = 7\n[role_backbones]\nplanner = "playbook"\n')
+    s = settings_from_args(parse_args(["--config", str(cfg), "--max-iterations", "2",
+                                       "--workspace", str(tmp_path / "w")]))
+    assert isinstance(s.hours, float) and s.hours == 3.0 and s.max_iterations == 2
+    assert s.role_backbones == {"planner": "playbook"} and s.task == "gsm8k"
