@@ -15,5 +15,6 @@ if [ "${1:-}" = "--local" ]; then
   # The lock constrains every package the two share; only the server's own few come in fresh.
   python3 -m uv pip install -q -c requirements.lock "llama-cpp-python[server]==0.3.36"
 fi
-python3 -m uv pip install -q --no-deps --reinstall-package posttrain-graph -e .
+# pip (not uv) for the editable install of the project itself: uv reused a stale editable build here.
+python3 -m pip --python .venv/bin/python install -q --disable-pip-version-check --no-deps -e .
 echo "installed into $VIRTUAL_ENV"
