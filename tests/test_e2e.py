@@ -63,6 +63,12 @@ def test_sigkill_during_training_then_resume(data_dir, tiny_model_dir, tmp_path)
     baseline_logs = list((ws / "task" / "iterations" / "000-baseline" / "eval" / "inspect").glob("*.json"))
     assert len(baseline_logs) == 1
 
+    from memory.store import ExperimentMemory
+
+    memory = ExperimentMemory(ws / "memory")  # every entry of the 2-iteration run, none twice
+    assert memory.count("log_entry") == 2 and memory.count("plan") == 2
+    assert memory.count("verdict") >= 2 and memory.count("failure_mode") >= 1
+
 
 def test_whole_loop_on_the_embedded_model(data_dir, embedded_model_dir, tmp_path):
     """`python -m graph.run` on the embedded student: baseline + one full iteration, on a 40-sample slice of the
