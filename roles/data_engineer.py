@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from graph.context import RunContext
 from graph.state import DatasetManifest, OpCount
 from tools.data import SourceError, construct
@@ -71,7 +69,3 @@ def validation(state: dict, ctx: RunContext) -> dict:
 def _last_verdict(state: dict):
     """The verdict that sent the data back within this iteration, if any."""
     return state.get("verdict") if state.get("data_rounds", 0) > 0 else None
-
-
-def manifest_summary(manifest: DatasetManifest) -> str:
-    return json.dumps({"rows": manifest.rows, "ops": [(o.op, o.rows_after) for o in manifest.operations]})
