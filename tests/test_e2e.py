@@ -70,13 +70,14 @@ def test_sigkill_during_training_then_resume(data_dir, tiny_model_dir, tmp_path)
     assert memory.count("verdict") >= 2 and memory.count("failure_mode") >= 1
 
 
+@pytest.mark.timeout(3300)
 def test_whole_loop_on_the_embedded_model(data_dir, embedded_model_dir, tmp_path):
     """`python -m graph.run` on the embedded student: baseline + one full iteration, on a 40-sample slice of the
     real test set (floor 32) so that CI can afford its two evaluations."""
     ws = tmp_path / "ws"
     data = _small_benchmark(data_dir, tmp_path / "data")
     proc = subprocess.run([sys.executable, "-m", "graph.run", "--task", "gsm8k", "--data-dir", str(data),
-                           "--workspace", str(ws), "--max-iterations", "1", "--hours", "1"],
+                           "--workspace", str(ws), "--max-iterations", "1", "--hours", "0.5"],
                           cwd=REPO, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     it = ws / "task" / "iterations" / "001"
