@@ -334,22 +334,6 @@ def test_llamafactory_full_sft_on_the_tiny_model(tmp_path: Path, tiny_model_dir:
 
 
 @pytest.mark.slow
-def test_llamafactory_full_sft_on_the_embedded_model(
-    tmp_path: Path, embedded_model_dir: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # The notes' CPU recipe: batch 4, cutoff 384, lr 2e-5; 32 rows = 8 steps.
-    result = _train_validate_export(embedded_model_dir, data_dir, tmp_path, rows=32, per_device_train_batch_size=4,
-                                    cutoff_len=384, learning_rate=2e-5)
-    run = result["run"]
-    assert run.steps == 8 and math.isfinite(run.train_loss)
-    _assert_loads_and_generates(result["final"], embedded_model_dir)
-    with capsys.disabled():
-        print(f"\nembedded SFT: validation run {result['validation_s']:.0f}s, full run {result['full_s']:.0f}s "
-              f"({run.steps} steps, train_runtime {run.train_runtime_s:.0f}s = "
-              f"{run.train_runtime_s / run.steps:.1f}s/step), train_loss {run.train_loss:.3f}")
-
-
-@pytest.mark.slow
 def test_llamafactory_lora_on_the_tiny_model_merges_on_export(
     tmp_path: Path, tiny_model_dir: Path, data_dir: Path
 ) -> None:
