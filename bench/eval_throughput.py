@@ -10,7 +10,7 @@ separately; the prefix prefill is part of each `prefixcache/` run, because every
 Timings on a shared machine are noisy: the load average is printed before and after each run.
 
     python bench/eval_throughput.py --limit 16
-    python bench/eval_throughput.py --floor --skip-hf --batch-size 16
+    python bench/eval_throughput.py --floor --skip-hf
 """
 
 from __future__ import annotations
@@ -59,7 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="embedded", help="'embedded' (SmolLM2-135M-Instruct) or an HF model folder")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="data folder (default ../shared/data)")
     p.add_argument("--batch-sizes", default="1,4,16", help="throughput mode batch sizes (default 1,4,16)")
-    p.add_argument("--batch-size", type=int, default=16, help="--floor mode batch size (default 16)")
+    p.add_argument("--batch-size", type=int, default=None, help="--floor mode batch size (default: the whole "
+                   "floor in one batch)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for both providers (default: "
+                   "tools.prefix_cache.default_threads(), 1 on a 2-core machine)")
     p.add_argument("--skip-hf", action="store_true", help="time prefixcache/ only")
     p.add_argument("--floor", action="store_true", help="run the sample-floor evaluation with prefixcache/")
     args = p.parse_args(argv)
@@ -67,8 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     except ValueError:
         p.error(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}")
-    if args.limit < 1 or args.max_tokens < 1 or args.batch_size < 1 or min(args.batch_sizes) < 1:
+    if min(args.limit, args.max_tokens, args.batch_size or 1, *args.batch_sizes) < 1:
         p.error("--limit, --max-tokens and batch sizes must be positive")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be positive")
     if not (args.data_dir / "gsm8k" / "test.jsonl").is_file():
         p.error(f"no gsm8k data under {args.data_dir}")
     return args
@@ -88,7 +93,7 @@ def count_tokens(tokenizer: Any, texts: list[str]) -> int:
     return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
-def evaluate(task: Any, provider: str, path: str, batch_size: int, limit: int, max_tokens: int,
+def evaluate(task: Any, provider: str, path: str, batch_size: int, limit: int, max_tokens: int, threads: int,
              log_dir: Path, tokenizer: Any) -> Run:
     """Evaluate `limit` samples with a freshly loaded model (no state carried over between runs)."""
     import inspect_ai
@@ -96,7 +101,8 @@ def evaluate(task: Any, provider: str, path: str, batch_size: int, limit: int, m
 
     import tools._registry  # noqa: F401  registers prefixcache/ even where the entry point is not installed
 
-    args: dict[str, Any] = {"do_sample": False} if provider == "hf" else {"batch_size": batch_size}
+    # hf/ needs do_sample=False for greedy decoding; its batch size is max_connections (set below for both).
+    args: dict[str, Any] = {"do_sample": False} if provider == "hf" else {"batch_size": batch_size, "threads": threads}
     start = time.monotonic()
     model = get_model(f"{provider}/{path}", memoize=False, **args)
     load_s = time.monotonic() - start
@@ -142,29 +148,36 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("INSPECT_DISPLAY", "none")
     sys.path.insert(0, str(REPO))
+    import torch
     from transformers import AutoTokenizer
 
     from tasks import get_task
+    from tools.prefix_cache import default_threads
+
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)  # hf/ runs in this thread pool; prefixcache/ gets the same number
 
     benchmark = get_task("gsm8k", args.data_dir.resolve())
     task = benchmark.inspect_task()
     path = model_dir(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    print(f"model {path}\nmax_tokens {args.max_tokens}, greedy; {os.cpu_count()} CPUs; "
+    print(f"model {path}\nmax_tokens {args.max_tokens}, greedy; {os.cpu_count()} CPUs, {threads} torch threads; "
           f"loadavg at start {os.getloadavg()}", flush=True)
     mismatches = 0
     with tempfile.TemporaryDirectory(prefix="eval-throughput-") as tmp:
         logs = Path(tmp)
         if args.floor:
             floor = benchmark.sample_floor()
-            print(f"sample floor: {floor} samples, prefixcache/ batch {args.batch_size}", flush=True)
-            run = evaluate(task, "prefixcache", path, args.batch_size, floor, args.max_tokens, logs, tokenizer)
+            batch_size = args.batch_size or floor
+            print(f"sample floor: {floor} samples, prefixcache/ batch {batch_size}", flush=True)
+            run = evaluate(task, "prefixcache", path, batch_size, floor, args.max_tokens, threads, logs,
+                           tokenizer)
             print_run(run)
             print(f"floor evaluation: {floor} samples in {run.wall_s:.1f} s (+{run.load_s:.1f} s model load), "
                   f"accuracy {run.accuracy}", flush=True)
             if not args.skip_hf:
-                hf = evaluate(task, "hf", path, args.batch_size, min(args.limit, floor), args.max_tokens, logs,
-                              tokenizer)
+                hf = evaluate(task, "hf", path, min(batch_size, args.limit), min(args.limit, floor), args.max_tokens, threads,
+                              logs, tokenizer)
                 print_run(hf)
                 mismatches += compare(hf, run)
         else:
@@ -173,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                 for provider in PROVIDERS:
                     if provider == "hf" and args.skip_hf:
                         continue
-                    runs[provider] = evaluate(task, provider, path, batch_size, args.limit, args.max_tokens, logs,
-                                              tokenizer)
+                    runs[provider] = evaluate(task, provider, path, batch_size, args.limit, args.max_tokens,
+                                              threads, logs, tokenizer)
                     print_run(runs[provider])
                 if "hf" in runs:
                     hf, pc = runs["hf"], runs["prefixcache"]

@@ -92,11 +92,23 @@ def test_matches_hf_on_embedded_model_10_shot(embedded_model_dir: Path, data_dir
     sample."""
     from tasks import get_task
 
+    import torch
+
+    from tools.prefix_cache import default_threads
+
     max_tokens = get_task("gsm8k", data_dir).generation(on_gpu=False).max_tokens
     task = gsm8k_task(data_dir)
     settings = dict(limit=8, max_tokens=max_tokens)
-    reference = completions(task, f"hf/{embedded_model_dir}", {"do_sample": False}, tmp_path / "hf", **settings)
-    cached = completions(task, f"prefixcache/{embedded_model_dir}", {"batch_size": 4}, tmp_path / "pc", **settings)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(default_threads())  # both providers alike (hf/ takes torch's setting)
+    try:
+        reference = completions(task, f"hf/{embedded_model_dir}", {"do_sample": False}, tmp_path / "hf",
+                                max_connections=8, **settings)
+        # Batches of 4: the prefix is prefilled for the first and reused by the second.
+        cached = completions(task, f"prefixcache/{embedded_model_dir}", {"batch_size": 4}, tmp_path / "pc",
+                             max_connections=4, **settings)
+    finally:
+        torch.set_num_threads(threads)
     assert cached.keys() == reference.keys()
     for sample_id in reference:
         assert cached[sample_id][0] == reference[sample_id][0], sample_id
