@@ -111,15 +111,17 @@ def build_context(settings, stream=sys.stdout):
         raise InputError(f"data dir not found: {settings.data_dir}")
     task = get_task(settings.task, settings.data_dir)
     task.load_rows("train"), task.load_rows("test")  # malformed data fails now, with file and line
-    policies = policies_for(settings)
-    progress = Progress(budget_s=settings.hours * 3600, stream=stream)
-    progress("preparing the base model" + ("" if settings.base_model else " (embedded SmolLM2-135M-Instruct)"))
-    base = resolve_base_model(settings.base_model)
-    on_gpu = _on_gpu(settings.device)
     if settings.eval_limit is not None:
         from tools.evaluate import check_limit
 
         check_limit(settings.eval_limit, task.benchmark_size())
+    progress = Progress(budget_s=settings.hours * 3600, stream=stream)
+    progress("preparing the base model" + ("" if settings.base_model else " (embedded SmolLM2-135M-Instruct)"))
+    base = resolve_base_model(settings.base_model)
+    on_gpu = _on_gpu(settings.device)
+    # Saved before the backbones are reached: a backbone that does not answer leaves a run that --resume takes up.
+    settings.save()
+    policies = policies_for(settings)
     from memory.store import ExperimentMemory  # after the input checks: chromadb takes seconds to import
 
     ctx = RunContext(settings=settings, task=task, ws=Workspace(settings.workspace), base_model=base, on_gpu=on_gpu,
@@ -153,7 +155,6 @@ def execute(settings, *, resume: bool, stream=sys.stdout, trace_dir: Path | None
     from graph.build import builder, checkpoint_serde
     from graph.tracing import flush_traces, tracing_config
 
-    settings.save()
     conn = sqlite3.connect(ctx.ws.checkpoint_db, check_same_thread=False)
     try:
         graph = builder().compile(checkpointer=SqliteSaver(conn, serde=checkpoint_serde()))

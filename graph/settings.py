@@ -34,7 +34,8 @@ class RunSettings(BaseModel):
     eval_limit: int | None = None
     """Development evaluation size; None means the sample floor. Below the floor is refused."""
     eval_provider: Literal["auto", "prefixcache", "hf", "vllm"] = "auto"
-    eval_batch_size: int = Field(8, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    """Samples generated together; None: the provider's default (tools.evaluate.default_batch_size)."""
     final_eval: Literal["auto", "full", "none"] = "auto"
     """Full-benchmark evaluation of final_model/ at the end: auto runs it on GPU only."""
     memory_dir: Path | None = None

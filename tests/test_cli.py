@@ -77,3 +77,24 @@ def test_config_file_settings_and_command_line_precedence(tmp_path):
                                        "--workspace", str(tmp_path / "w")]))
     assert isinstance(s.hours, float) and s.hours == 3.0 and s.max_iterations == 2
     assert s.role_backbones == {"planner": "playbook"} and s.task == "gsm8k"
+
+
+def test_unreachable_backbone_exits_2_fast_and_leaves_a_resumable_run(data_dir, tiny_model_dir, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ws = tmp_path / "w"
+    spec = f"planner=openai-compatible:http://127.0.0.1:{port}/v1#m"
+    t0 = time.monotonic()
+    proc = _run("--data-dir", str(data_dir), "--base-model", str(tiny_model_dir), "--workspace", str(ws),
+                "--role-backbone", spec)
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"no OpenAI-compatible server answers at http://127.0.0.1:{port}/v1" in proc.stderr
+    assert f"--resume {ws}" in proc.stderr and (ws / "run_settings.json").is_file()
+    # --resume takes the saved run up (and stops the same way while the server is still away).
+    again = _run("--resume", str(ws))
+    assert again.returncode == 2 and "no OpenAI-compatible server answers" in again.stderr, again.stderr

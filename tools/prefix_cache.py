@@ -508,6 +508,7 @@ def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, ca
                 outputs[row].logits.append(torch.stack([step[j] for step in out.logits[:end]]))
             if not ends and new.shape[1] == steps and (budget is None or spent < budget):
                 keep.append(j)
+        logger.info("%s: %d of %d rows still generating after %d new tokens", PROVIDER, len(keep), len(outputs), spent)
         if not keep or not restartable:
             break
         index = torch.tensor(keep)
