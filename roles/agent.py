@@ -90,13 +90,28 @@ TRAIN_DOCS = {
     "finetuning_type": "Full fine-tuning or LoRA.",
 }
 _FORM = ConfigDict(extra="forbid")
+SOURCE_PATTERN = r"^(benchmark_train|local:[A-Za-z0-9_./~-]+[.]jsonl|hub:[A-Za-z0-9_./-]+)$"
+"""In the schema only, so that a grammar-constrained model writes only names of these kinds; the code's own check
+(`_check_sources`) still decides, with a message that names the rule (measured: unconstrained, SmolLM2 wrote
+'local,')."""
+
+
+TRAIN_GRID: dict[str, list[float]] = {
+    "learning_rate": [5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4],
+    "epochs": [0.5, 1.0, 2.0, 3.0],
+    "batch_size": [1, 2, 4, 8, 16, 32],
+    "cutoff_len": [256, 384, 512, 1024, 2048, 4096],
+}
+"""The values a model that decides without exploring may pick: a grammar keeps it inside an enum, where it cannot
+keep a float inside a range (measured: SmolLM2 wrote learning rates above 1e-3 under the range-only schema)."""
 
 
 def _fields(model: type[BaseModel], docs: dict[str, str], current: BaseModel | None = None, *,
             exclude: tuple[str, ...] = (), caps: dict[str, int] | None = None,
-            floors: dict[str, int] | None = None) -> dict[str, Any]:
+            floors: dict[str, int] | None = None, grid: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """`model`'s fields, constraints kept, with descriptions, `current` values as defaults, and extra upper caps
-    and lower floors (so the schema itself states the bound, and pydantic enforces it)."""
+    and lower floors (so the schema itself states the bound, and pydantic enforces it). `grid` turns the named
+    fields into enums of those values (within the floors, and always with the current value) in the schema."""
     import annotated_types
 
     out = {}
@@ -114,6 +129,10 @@ def _fields(model: type[BaseModel], docs: dict[str, str], current: BaseModel | N
                 new.default = caps[name]
         if floors and name in floors:
             new.metadata.append(annotated_types.Ge(floors[name]))
+        if grid and name in grid:
+            low = (floors or {}).get(name, float("-inf"))
+            values = sorted({v for v in grid[name] if v >= low} | {new.default})
+            new.json_schema_extra = {"enum": values}
         out[name] = (info.annotation, new)
     return out
 
@@ -124,11 +143,12 @@ def _model(model_name: str, doc: str, /, **fields: Any) -> type[BaseModel]:
     return create_model(model_name, __config__=_FORM, __doc__=doc, **fields)
 
 
-def plan_form(last: IterationPlan | None, cap: int) -> type[BaseModel]:
+def plan_form(last: IterationPlan | None, cap: int, *, grid: bool = False) -> type[BaseModel]:
     data = _model("PlanData", "What the plan asks of the data engineer.",
                   **_fields(DataKnobs, DATA_DOCS, last.data if last else None, caps={"max_rows": cap}))
     train = _model("PlanTrain", "What the plan asks of the trainer.",
-                   **_fields(TrainKnobs, TRAIN_DOCS, last.train if last else None))
+                   **_fields(TrainKnobs, TRAIN_DOCS, last.train if last else TrainKnobs(),
+                             grid=TRAIN_GRID if grid else None))
     return _model(
         "PlanForm", "Hand off this iteration's plan. Call once, when the plan is decided.",
         problems=(list[Short], Field(min_length=1, max_length=3, description="The main problems observed, "
@@ -144,9 +164,12 @@ def plan_form(last: IterationPlan | None, cap: int) -> type[BaseModel]:
     )
 
 
-def selection_form(cap: int) -> type[BaseModel]:
+def selection_form(cap: int, known: list[str] | None = None) -> type[BaseModel]:
+    """`known`: the only source names the schema offers (for models that decide without exploring)."""
+    allowed = {"enum": known} if known else {"pattern": SOURCE_PATTERN}
     source = _model("SourceForm", "One data source.",
-                    name=(Short, Field(description="benchmark_train, local:<path.jsonl> or hub:<dataset>.")),
+                    name=(Short, Field(description="benchmark_train, local:<path.jsonl> or hub:<dataset>.",
+                                       json_schema_extra=allowed)),
                     reason=(Short, Field(description="Why this source supports the target behaviours.")),
                     max_rows=(int, Field(min(cap, 256), ge=1, le=cap, description="Row cap for this source.")))
     return _model(
@@ -176,9 +199,10 @@ class VerdictForm(BaseModel):
                                  description="One reason per problem, naming the check and its detail.")
 
 
-def train_form(planned: TrainKnobs) -> type[BaseModel]:
+def train_form(planned: TrainKnobs, *, grid: bool = False) -> type[BaseModel]:
     return _model("TrainForm", "Hand off the training knobs. Call once, when they are set.",
-                  **_fields(TrainKnobs, TRAIN_DOCS, planned, floors={"cutoff_len": planned.cutoff_len}))
+                  **_fields(TrainKnobs, TRAIN_DOCS, planned, floors={"cutoff_len": planned.cutoff_len},
+                            grid=TRAIN_GRID if grid else None))
 
 
 class AnalysisForm(BaseModel):
@@ -222,7 +246,7 @@ class AgentPolicy:
         from roles.playbook import Playbook
 
         cap = Playbook()._affordable_rows(ev)  # the same budget estimate as the playbook's
-        form = plan_form(ev.last_plan, cap)
+        form = plan_form(ev.last_plan, cap, grid=self.backbone.force_handoff)
 
         def finish(f: BaseModel) -> IterationPlan:
             fields = f.model_dump()
@@ -233,11 +257,15 @@ class AgentPolicy:
         return self._decide(form, _plan_inputs(ev, cap), self._env(evidence=ev, affordable_rows=cap), finish)
 
     def select(self, plan: IterationPlan, last_verdict: ValidationVerdict | None) -> DataSelection:
-        form = selection_form(plan.data.max_rows)
+        # A model that never explores cannot know which files exist (measured: SmolLM2 named an invented
+        # local file): it chooses among the plan's sources and the benchmark's train split.
+        known = sorted({"benchmark_train", *plan.data.sources}) if self.backbone.force_handoff else None
+        form = selection_form(plan.data.max_rows, known)
 
         def finish(f: BaseModel) -> DataSelection:
+            unique = {s.name: s for s in reversed(f.sources)}  # a source named twice counts once (the first)
             sel = DataSelection(target_behaviours=f.target_behaviours, risks=f.risks,
-                                sources=[SourceChoice(**s.model_dump()) for s in f.sources])
+                                sources=[SourceChoice(**s.model_dump()) for s in f.sources if unique[s.name] is s])
             _check_sources([s.name for s in sel.sources])
             return sel
 
@@ -282,7 +310,7 @@ class AgentPolicy:
     def train_knobs(self, plan: IterationPlan, manifest: DatasetManifest) -> TrainKnobs:
         from tools.agent_tools import train_knob_problems
 
-        form = train_form(plan.train)
+        form = train_form(plan.train, grid=self.backbone.force_handoff)
 
         def finish(f: BaseModel) -> TrainKnobs:
             knobs = TrainKnobs(**f.model_dump())

@@ -500,3 +500,17 @@ def test_no_handoff_or_tool_exposes_generation_settings():
     for name in [*GenerationSettings.model_fields, "temperature", "top_p"]:
         assert f'"{name}"' not in text, name
 
+
+
+def test_weak_backbones_choose_sources_and_knobs_from_enums():
+    """A grammar can hold a small model inside an enum but not inside a float range, nor to files that exist."""
+    from roles.agent import SOURCE_PATTERN, TRAIN_GRID, selection_form, train_form
+
+    names = selection_form(64, ["benchmark_train", "local:/data/extra.jsonl"]).model_json_schema()
+    assert names["$defs"]["SourceForm"]["properties"]["name"]["enum"] == ["benchmark_train", "local:/data/extra.jsonl"]
+    free = selection_form(64).model_json_schema()["$defs"]["SourceForm"]["properties"]["name"]
+    assert free["pattern"] == SOURCE_PATTERN and "enum" not in free
+    props = train_form(TrainKnobs(learning_rate=3e-5, cutoff_len=512), grid=True).model_json_schema()["properties"]
+    assert props["learning_rate"]["enum"] == sorted([*TRAIN_GRID["learning_rate"], 3e-5])  # the planned value stays
+    assert min(props["cutoff_len"]["enum"]) == 512  # never below what the data was built for
+    assert "enum" not in train_form(TrainKnobs()).model_json_schema()["properties"]["epochs"]
