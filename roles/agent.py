@@ -144,8 +144,12 @@ def _model(model_name: str, doc: str, /, **fields: Any) -> type[BaseModel]:
 
 
 def plan_form(last: IterationPlan | None, cap: int, *, grid: bool = False) -> type[BaseModel]:
-    data = _model("PlanData", "What the plan asks of the data engineer.",
-                  **_fields(DataKnobs, DATA_DOCS, last.data if last else None, caps={"max_rows": cap}))
+    """`grid`: for models that decide without exploring, sources and training knobs come from enums."""
+    data_fields = _fields(DataKnobs, DATA_DOCS, last.data if last else None, caps={"max_rows": cap})
+    known = sorted({"benchmark_train", *(last.data.sources if last else [])})
+    items = {"type": "string", **({"enum": known} if grid else {"pattern": SOURCE_PATTERN})}
+    data_fields["sources"][1].json_schema_extra = {"items": items}  # schema only; _check_sources decides
+    data = _model("PlanData", "What the plan asks of the data engineer.", **data_fields)
     train = _model("PlanTrain", "What the plan asks of the trainer.",
                    **_fields(TrainKnobs, TRAIN_DOCS, last.train if last else TrainKnobs(),
                              grid=TRAIN_GRID if grid else None))
