@@ -116,6 +116,8 @@ class TrainResult(Handoff):
     runtime_s: float
     steps: int
     validation_run: str
+    knobs: TrainKnobs | None = None
+    """What the trainer actually ran with (it may change the plan's knobs within bounds)."""
 
 
 class FailureMode(Handoff):

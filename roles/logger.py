@@ -4,7 +4,7 @@ stage and stop decisions that follow from the record."""
 from __future__ import annotations
 
 from graph.context import RunContext
-from graph.state import IterationRecord, LogEntry, Stage
+from graph.state import IterationRecord, LogEntry, Stage, TrainKnobs
 
 STAGE_TITLES = {Stage.LOCAL: "Stage 2: local diagnosis and optimisation",
                 Stage.EXPLORATION: "Stage 3: evidence-guided exploration"}
@@ -35,9 +35,8 @@ def node(state: dict, ctx: RunContext) -> dict:
                        + f"; validation: {verdict.decision if verdict else 'none'}; sha256 {manifest.content_sha256[:12]}"
                        if manifest and manifest.attempt and state.get("data_rounds") else "N/A"),
         method="; ".join(plan.changes),
-        training_config=(f"{plan.train.finetuning_type} SFT, lr {plan.train.learning_rate:g}, "
-                         f"{plan.train.epochs:g} epoch(s), batch {plan.train.batch_size}, cutoff {plan.train.cutoff_len}; "
-                         f"validation run: {result.validation_run}; command: {result.command}" if result else "N/A"),
+        training_config=(_train_config(result.knobs or plan.train) + f"; validation run: {result.validation_run}; "
+                         f"command: {result.command}" if result else "N/A"),
         evaluation=(f"{ctx.task.name} canonical inspect task, first {report.limit} test samples, provider "
                     f"{report.provider}, max_tokens {report.max_tokens}"
                     + ("" if report.canonical else " (CPU profile: not canonical)") if report else "N/A"),
@@ -112,3 +111,8 @@ def render_entry(entry: LogEntry) -> str:
     lines.append("- Backbone note: decisions by the role backbones named in task/task_definition.md "
                  "(`playbook` is the rule-based no-LLM baseline)")
     return "\n".join(lines)
+
+
+def _train_config(k: TrainKnobs) -> str:
+    return (f"{k.finetuning_type} SFT from {k.start_from}, lr {k.learning_rate:g}, {k.epochs:g} epoch(s), "
+            f"batch {k.batch_size}, cutoff {k.cutoff_len}")

@@ -61,6 +61,6 @@ def node(state: dict, ctx: RunContext) -> dict:
         model_dir=str(model_dir), start_checkpoint=start, lineage=lineage,
         config_path=str(train_dir / "llamafactory.yaml"), command=(train_dir / "command.txt").read_text().strip(),
         log_path=str(run.log_path), train_loss=run.train_loss, runtime_s=round(run.runtime_s, 1),
-        steps=run.steps or 0, validation_run=f"{check.steps} steps, loss {check.train_loss}")
+        steps=run.steps or 0, validation_run=f"{check.steps} steps, loss {check.train_loss}", knobs=knobs)
     ctx.progress(f"trained: loss {run.train_loss}, {run.steps} steps in {run.runtime_s:.0f}s")
     return {"train_result": result}
