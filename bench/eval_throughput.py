@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"floor evaluation: {floor} samples in {run.wall_s:.1f} s (+{run.load_s:.1f} s model load), "
                   f"accuracy {run.accuracy}", flush=True)
             if not args.skip_hf:
-                hf = evaluate(task, "hf", path, min(batch_size, args.limit), min(args.limit, floor), args.max_tokens, threads,
-                              logs, tokenizer)
+                compared = min(args.limit, floor)
+                hf = evaluate(task, "hf", path, min(batch_size, compared), compared, args.max_tokens, threads, logs,
+                              tokenizer)
                 print_run(hf)
                 mismatches += compare(hf, run)
         else:

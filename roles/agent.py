@@ -12,6 +12,7 @@ stage, the validation checks, the contaminated ids) are filled in from the input
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from copy import copy
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, TypeVar
 
@@ -137,6 +138,13 @@ def _fields(model: type[BaseModel], docs: dict[str, str], current: BaseModel | N
     return out
 
 
+def _source_names(sources: Sequence[str], grid: bool) -> dict[str, Any]:
+    """Schema for a source name: with `grid`, one of these sources or the benchmark's train split (a model that
+    never explores cannot know which files exist; measured: SmolLM2 named an invented local file); else the pattern.
+    Schema only: `_check_sources` decides."""
+    return {"enum": sorted({"benchmark_train", *sources})} if grid else {"pattern": SOURCE_PATTERN}
+
+
 def _model(model_name: str, doc: str, /, **fields: Any) -> type[BaseModel]:
     from pydantic import create_model
 
@@ -146,9 +154,8 @@ def _model(model_name: str, doc: str, /, **fields: Any) -> type[BaseModel]:
 def plan_form(last: IterationPlan | None, cap: int, *, grid: bool = False) -> type[BaseModel]:
     """`grid`: for models that decide without exploring, sources and training knobs come from enums."""
     data_fields = _fields(DataKnobs, DATA_DOCS, last.data if last else None, caps={"max_rows": cap})
-    known = sorted({"benchmark_train", *(last.data.sources if last else [])})
-    items = {"type": "string", **({"enum": known} if grid else {"pattern": SOURCE_PATTERN})}
-    data_fields["sources"][1].json_schema_extra = {"items": items}  # schema only; _check_sources decides
+    names = _source_names(last.data.sources if last else [], grid)
+    data_fields["sources"][1].json_schema_extra = {"items": {"type": "string", **names}}
     data = _model("PlanData", "What the plan asks of the data engineer.", **data_fields)
     train = _model("PlanTrain", "What the plan asks of the trainer.",
                    **_fields(TrainKnobs, TRAIN_DOCS, last.train if last else TrainKnobs(),
@@ -168,12 +175,11 @@ def plan_form(last: IterationPlan | None, cap: int, *, grid: bool = False) -> ty
     )
 
 
-def selection_form(cap: int, known: list[str] | None = None) -> type[BaseModel]:
-    """`known`: the only source names the schema offers (for models that decide without exploring)."""
-    allowed = {"enum": known} if known else {"pattern": SOURCE_PATTERN}
+def selection_form(cap: int, planned: Sequence[str] = (), *, grid: bool = False) -> type[BaseModel]:
+    """`grid`: source names only from the plan's sources and the benchmark's train split."""
     source = _model("SourceForm", "One data source.",
                     name=(Short, Field(description="benchmark_train, local:<path.jsonl> or hub:<dataset>.",
-                                       json_schema_extra=allowed)),
+                                       json_schema_extra=_source_names(planned, grid))),
                     reason=(Short, Field(description="Why this source supports the target behaviours.")),
                     max_rows=(int, Field(min(cap, 256), ge=1, le=cap, description="Row cap for this source.")))
     return _model(
@@ -261,15 +267,14 @@ class AgentPolicy:
         return self._decide(form, _plan_inputs(ev, cap), self._env(evidence=ev, affordable_rows=cap), finish)
 
     def select(self, plan: IterationPlan, last_verdict: ValidationVerdict | None) -> DataSelection:
-        # A model that never explores cannot know which files exist (measured: SmolLM2 named an invented
-        # local file): it chooses among the plan's sources and the benchmark's train split.
-        known = sorted({"benchmark_train", *plan.data.sources}) if self.backbone.force_handoff else None
-        form = selection_form(plan.data.max_rows, known)
+        form = selection_form(plan.data.max_rows, plan.data.sources, grid=self.backbone.force_handoff)
 
         def finish(f: BaseModel) -> DataSelection:
-            unique = {s.name: s for s in reversed(f.sources)}  # a source named twice counts once (the first)
+            first: dict[str, Any] = {}
+            for s in f.sources:  # a source named twice counts once
+                first.setdefault(s.name, s)
             sel = DataSelection(target_behaviours=f.target_behaviours, risks=f.risks,
-                                sources=[SourceChoice(**s.model_dump()) for s in f.sources if unique[s.name] is s])
+                                sources=[SourceChoice(**s.model_dump()) for s in first.values()])
             _check_sources([s.name for s in sel.sources])
             return sel
 

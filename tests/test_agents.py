@@ -506,7 +506,7 @@ def test_weak_backbones_choose_sources_and_knobs_from_enums():
     """A grammar can hold a small model inside an enum but not inside a float range, nor to files that exist."""
     from roles.agent import SOURCE_PATTERN, TRAIN_GRID, selection_form, train_form
 
-    names = selection_form(64, ["benchmark_train", "local:/data/extra.jsonl"]).model_json_schema()
+    names = selection_form(64, ["local:/data/extra.jsonl"], grid=True).model_json_schema()
     assert names["$defs"]["SourceForm"]["properties"]["name"]["enum"] == ["benchmark_train", "local:/data/extra.jsonl"]
     free = selection_form(64).model_json_schema()["$defs"]["SourceForm"]["properties"]["name"]
     assert free["pattern"] == SOURCE_PATTERN and "enum" not in free
