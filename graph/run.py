@@ -102,7 +102,7 @@ def _config_file(path: Path) -> dict:
 def build_context(settings, stream=sys.stdout):
     from graph.context import Progress, RunContext
     from graph.workspace import Workspace
-    from roles.backbones import policies_for
+    from roles.backbones import check_specs, policies_for
     from tasks import get_task
     from tasks.base import InputError
     from tools.model import resolve_base_model
@@ -119,6 +119,7 @@ def build_context(settings, stream=sys.stdout):
     progress("preparing the base model" + ("" if settings.base_model else " (embedded SmolLM2-135M-Instruct)"))
     base = resolve_base_model(settings.base_model)
     on_gpu = _on_gpu(settings.device)
+    check_specs(settings)
     # Saved before the backbones are reached: a backbone that does not answer leaves a run that --resume takes up.
     settings.save()
     policies = policies_for(settings)
@@ -189,6 +190,10 @@ def summary_table(state: dict) -> str:
     return "\n".join(x for x in lines if x)
 
 
+def _resume_hint(settings, when: str = "") -> str:
+    return f"the state is saved; {when}continue with python -m graph.run --resume {settings.workspace}"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")  # llamafactory pins datasets<=4.0.0; see requirements.in
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -206,19 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, EvalRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
-    except BackboneError as e:  # unreachable or failing backbone: the state up to the last node is saved
-        print(f"error: {e}", file=sys.stderr)
-        if (settings.workspace / "run_settings.json").is_file():
-            print(f"the state is saved; once the backbone answers, continue with "
-                  f"python -m graph.run --resume {settings.workspace}", file=sys.stderr)
+    except BackboneError as e:  # raised only after the settings are saved: the run so far can be resumed
+        print(f"error: {e}\n{_resume_hint(settings, 'once the backbone answers, ')}", file=sys.stderr)
         return EXIT_INPUT
     except HandoffFailed as e:
-        print(f"stopped: the {e.role} gave no valid handoff ({e.reason})\nthe state is saved; continue with "
-              f"python -m graph.run --resume {settings.workspace}", file=sys.stderr)
+        print(f"stopped: the {e.role} gave no valid handoff ({e.reason})\n{_resume_hint(settings)}", file=sys.stderr)
         return EXIT_HANDOFF
     except GuardViolation as e:
-        print(f"stopped by a hard rule: {e}\nthe state is saved; after fixing it, continue with "
-              f"python -m graph.run --resume {settings.workspace}", file=sys.stderr)
+        print(f"stopped by a hard rule: {e}\n{_resume_hint(settings, 'after fixing it, ')}", file=sys.stderr)
         return EXIT_GUARD
     print(f"\nstopped: {state.get('stop_reason', 'unknown')}")
     print(summary_table(state))

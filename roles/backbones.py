@@ -19,3 +19,11 @@ def policies_for(settings: RunSettings) -> dict[str, Policy]:
 
             policies[role] = AgentPolicy(role, load_backbone(spec))  # one backbone (and local server) per spec
     return policies
+
+
+def check_specs(settings: RunSettings) -> None:
+    """Bad specs are bad input: found before the run is saved, so that a corrected command starts afresh."""
+    from roles.llm import check_spec
+
+    for spec in {settings.backbone_for(role) for role in ROLES} - {"playbook"}:
+        check_spec(spec)

@@ -95,6 +95,13 @@ def parse_spec(spec: str) -> BackboneSpec:
                      "openai-compatible:URL#MODEL")
 
 
+def check_spec(spec: str) -> None:
+    """Everything about `spec` that can be checked without reaching a server: its form, its key, and for `local`
+    the server packages. `InputError` otherwise."""
+    if parse_spec(spec).kind == "local":
+        _require_server_packages()
+
+
 @dataclass(frozen=True)
 class Backbone:
     """A chat model plus what its server can do; the agent loop adapts to the latter."""

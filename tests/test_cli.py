@@ -98,3 +98,11 @@ def test_unreachable_backbone_exits_2_fast_and_leaves_a_resumable_run(data_dir, 
     # --resume takes the saved run up (and stops the same way while the server is still away).
     again = _run("--resume", str(ws))
     assert again.returncode == 2 and "no OpenAI-compatible server answers" in again.stderr, again.stderr
+
+
+def test_a_malformed_backbone_spec_leaves_no_run_behind(data_dir, tiny_model_dir, tmp_path):
+    ws = tmp_path / "w"
+    _assert_one_line_error(_run("--data-dir", str(data_dir), "--base-model", str(tiny_model_dir), "--workspace",
+                                str(ws), "--role-backbone", "planner=openai-compatible:no-url"),
+                           "expected openai-compatible:URL#MODEL")
+    assert not (ws / "run_settings.json").exists()  # the corrected command starts afresh
