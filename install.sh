@@ -20,5 +20,5 @@ fi
 # pip (not uv) for the editable install of the project itself: uv reused a stale editable build here.
 python3 -m pip --python .venv/bin/python install -q --disable-pip-version-check --no-deps -e .
 # Fail here, not in the first test, if the venv lacks the stack.
-.venv/bin/python -c "import torch, llamafactory, inspect_evals, langgraph, chromadb, pytest, graph"
+.venv/bin/python -c "import torch, llamafactory, inspect_evals, langgraph, chromadb, pytest, graph; from tools.model import embedded_gguf; embedded_gguf()"
 echo "installed into $VIRTUAL_ENV"

