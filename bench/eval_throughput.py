@@ -1,7 +1,8 @@
 """CPU evaluation throughput: inspect's `hf/` provider against `prefixcache/` on the canonical gsm8k task.
 
-Throughput mode (default) runs the first --limit test samples of the canonical 10-shot task with both providers
-at each batch size and prints samples/s, generated tokens/s, the ratio, and whether the completions are identical.
+Throughput mode (default) runs the first --limit test samples of the canonical 10-shot task with `hf/` once (batch
+--hf-batch-size, on the first --hf-limit samples: it is slow) and with `prefixcache/` at each of --batch-sizes, and
+prints samples/s, generated tokens/s, each ratio to `hf/`, and whether the shared completions are identical.
 --floor runs the sample floor (`task.sample_floor()`, 66 for gsm8k) with `prefixcache/` and prints wall time and
 accuracy; unless --skip-hf it also runs `hf/` on the first --limit samples and compares their completions.
 
@@ -9,7 +10,7 @@ Greedy decoding throughout (temperature 0; `hf/` needs do_sample=False for that)
 separately; the prefix prefill is part of each `prefixcache/` run, because every evaluation pays it once.
 Timings on a shared machine are noisy: the load average is printed before and after each run.
 
-    python bench/eval_throughput.py --limit 16
+    python bench/eval_throughput.py --limit 16 --hf-limit 8
     python bench/eval_throughput.py --floor --skip-hf
 """
 
@@ -26,7 +27,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
-PROVIDERS = ("hf", "prefixcache")
 
 
 @dataclass
@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=256, help="max new tokens (default 256, the CPU profile)")
     p.add_argument("--model", default="embedded", help="'embedded' (SmolLM2-135M-Instruct) or an HF model folder")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="data folder (default ../shared/data)")
-    p.add_argument("--batch-sizes", default="1,4,16", help="throughput mode batch sizes (default 1,4,16)")
+    p.add_argument("--batch-sizes", default="1,4,16", help="throughput mode prefixcache/ batch sizes (default 1,4,16)")
+    p.add_argument("--hf-batch-size", type=int, default=8, help="throughput mode hf/ batch size (default 8)")
+    p.add_argument("--hf-limit", type=int, default=None, help="throughput mode hf/ samples (default: --limit)")
     p.add_argument("--batch-size", type=int, default=None, help="--floor mode batch size (default: the whole "
                    "floor in one batch)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for both providers (default: "
@@ -70,8 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     except ValueError:
         p.error(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}")
-    if min(args.limit, args.max_tokens, args.batch_size or 1, *args.batch_sizes) < 1:
-        p.error("--limit, --max-tokens and batch sizes must be positive")
+    args.hf_limit = args.limit if args.hf_limit is None else args.hf_limit
+    if min(args.limit, args.hf_limit, args.max_tokens, args.batch_size or 1, args.hf_batch_size,
+           *args.batch_sizes) < 1:
+        p.error("--limit, --hf-limit, --max-tokens and batch sizes must be positive")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be positive")
     if not (args.data_dir / "gsm8k" / "test.jsonl").is_file():
@@ -182,17 +186,17 @@ def main(argv: list[str] | None = None) -> int:
                 print_run(hf)
                 mismatches += compare(hf, run)
         else:
+            hf = None
+            if not args.skip_hf:
+                hf = evaluate(task, "hf", path, args.hf_batch_size, args.hf_limit, args.max_tokens, threads, logs,
+                              tokenizer)
+                print_run(hf)
             for batch_size in args.batch_sizes:
-                runs = {}
-                for provider in PROVIDERS:
-                    if provider == "hf" and args.skip_hf:
-                        continue
-                    runs[provider] = evaluate(task, provider, path, batch_size, args.limit, args.max_tokens,
-                                              threads, logs, tokenizer)
-                    print_run(runs[provider])
-                if "hf" in runs:
-                    hf, pc = runs["hf"], runs["prefixcache"]
-                    print(f"  ratio prefixcache/hf at batch {batch_size}: "
+                pc = evaluate(task, "prefixcache", path, batch_size, args.limit, args.max_tokens, threads, logs,
+                              tokenizer)
+                print_run(pc)
+                if hf is not None:
+                    print(f"  ratio prefixcache/ batch {batch_size} to hf/ batch {hf.batch_size}: "
                           f"{pc.samples_per_s / hf.samples_per_s:.2f}x samples/s, "
                           f"{pc.tokens_per_s / hf.tokens_per_s:.2f}x gen tok/s", flush=True)
                     mismatches += compare(hf, pc)
