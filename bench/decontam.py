@@ -74,8 +74,8 @@ def measure(size: int, data_dir: Path, n: int, inject_rate: float, seed: int) ->
     """Build the index, time generation alone, then time generation + decontamination; return the figures."""
     task = GSM8K(data_dir)
     test_texts = task.test_texts()
-    questions = [r["question"] for r in task.load_rows("test")]
-    train = [(r["question"], r["answer"]) for r in task.load_rows("train")]
+    questions = [r["question"] for r in task.load_test()]
+    train = [(r["question"], r["answer"]) for r in task.load_train()]
 
     start = time.perf_counter()
     index = NgramIndex.build(test_texts, n=n)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/report_screenshot.py WORKSPACE [--out FILE.png] [--width 1280] [--height 1800]
 
 WORKSPACE may also be a report.html. Without report.html in the workspace, the report is written first
-(`python -m graph.report`). Chromium runs with no network features and a fresh profile, so what the PNG shows is
+(`python -m readers.report`). Chromium runs with no network features and a fresh profile, so what the PNG shows is
 what a reader gets offline.
 """
 
@@ -37,7 +37,7 @@ def report_html(target: Path) -> Path:
     page = target / "report.html"
     if not page.is_file():
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-        from graph.report import write_report
+        from readers.report import write_report
 
         page = write_report(target)
     return page.resolve()

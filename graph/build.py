@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from graph.context import RunContext
-from graph.state import InputState, RunState
+from core.state import InputState, RunState
+from graph.checkpoints import checkpoint_serde, run_to_end  # noqa: F401  (part of the graph's interface)
 from roles import data_engineer, evaluator, logger, planner, task_definition, trainer
+from roles.context import RunContext
 
-NodeFn = Callable[[dict, RunContext], dict]
+NodeFn = Callable[[RunState, RunContext], dict]
 
 
 def _node(role: str, fn: NodeFn):
@@ -61,22 +63,9 @@ def route_trained(state: RunState) -> Literal["evaluator", "logger"]:
     return "logger" if state.get("failure") else "evaluator"
 
 
-def final_node(state: dict, ctx: RunContext) -> dict:
+def final_node(state: RunState, ctx: RunContext) -> dict:
+    # stop_reason is the run's end marker: only this node sets it.
     return {**evaluator.final(state, ctx), "stop_reason": stop_reason(state, ctx) or "stopped"}
-
-
-def checkpoint_serde():
-    """The checkpoint serializer, told which of our types it may rebuild (everything in graph.state)."""
-    import inspect
-
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-    from pydantic import BaseModel
-
-    from graph import state as state_module
-
-    types = [("graph.state", name) for name, obj in vars(state_module).items()
-             if inspect.isclass(obj) and issubclass(obj, (BaseModel, int)) and obj.__module__ == "graph.state"]
-    return JsonPlusSerializer(allowed_msgpack_modules=types)
 
 
 def builder() -> StateGraph:

@@ -1,4 +1,10 @@
-"""`python -m graph.run --task gsm8k`: start, or resume, an autonomous post-training run."""
+"""`python -m graph.run --task NAME`: start, or resume, an autonomous post-training run.
+
+Every expected failure is a `core.errors.PosttrainError`: it ends in one line on stderr and its exit code, plus the
+resume hint where the run is saved and can continue. The exit codes are `core.errors.EXIT_CODES`.
+
+This module imports nothing heavy at module level: `--help` and bad input answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +13,78 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
-EXIT_INPUT, EXIT_GUARD, EXIT_HANDOFF = 2, 3, 4
+from core.errors import EXIT_BUG, EXIT_INPUT, EXIT_OK, InputError, PosttrainError, resume_hint
+from core.redact import redact
+from tasks import DEFAULT_TASK
+
+SETTING_FLAGS = ("task", "data_dir", "base_model", "workspace", "hours", "max_iterations", "target", "backbone",
+                 "role_backbone", "judge", "device", "eval_limit", "eval_provider", "eval_batch_size", "final_eval",
+                 "memory_dir", "seed", "config", "allow_overlap")
+"""The flags that make a run's settings; --resume takes the saved ones and refuses these."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line and a hint, not the usage block
+        self.exit(EXIT_INPUT, f"error: {message} (see python -m graph.run --help)\n")
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty")  # Path("") would be the current folder
+    return Path(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m graph.run", description=__doc__)
-    p.add_argument("--task", help="benchmark to post-train for (default gsm8k)")
-    p.add_argument("--data-dir", type=Path, help="folder with <task>/{train,test}.jsonl; default: the hub")
+    p = _Parser(prog="python -m graph.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", help=f"benchmark to post-train for (default {DEFAULT_TASK}; see --list-tasks)")
+    p.add_argument("--data-dir", type=_path, help="folder with <task>/<split>.jsonl; default: the hub")
     p.add_argument("--base-model", help="HF id or local folder; default: the embedded SmolLM2-135M-Instruct")
-    p.add_argument("--workspace", type=Path, help="run folder (default runs/<task>-<time>)")
-    p.add_argument("--resume", type=Path, metavar="WORKSPACE", help="continue the run in WORKSPACE")
+    p.add_argument("--workspace", type=_path, help="run folder (default runs/<task>-<time>)")
+    p.add_argument("--resume", type=_path, metavar="WORKSPACE", help="continue the run in WORKSPACE")
     p.add_argument("--hours", type=float, help="budget of work, in hours (default 0.75)")
     p.add_argument("--max-iterations", type=int, help="iteration cap (default 2)")
-    p.add_argument("--target", type=float, help="stop once the development accuracy reaches this (0-1)")
+    p.add_argument("--target", type=float, help="stop once the development score reaches this (0-1)")
     p.add_argument("--backbone", help="backbone for every role (default playbook)")
     p.add_argument("--role-backbone", action="append", default=[], metavar="ROLE=SPEC",
                    help="per-role backbone override; repeatable")
+    p.add_argument("--judge", metavar="SPEC", help="judge model for judged benchmarks (a backbone spec)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--eval-limit", type=int, help="development evaluation size (default: the sample floor)")
     p.add_argument("--eval-provider", choices=["auto", "prefixcache", "hf", "vllm"])
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--final-eval", choices=["auto", "full", "none"])
-    p.add_argument("--memory-dir", type=Path, help="experiment memory shared between runs")
+    p.add_argument("--memory-dir", type=_path, help="experiment memory shared between runs")
     p.add_argument("--seed", type=int)
-    p.add_argument("--config", type=Path, metavar="FILE",
+    p.add_argument("--allow-overlap", action="store_true", default=None,
+                   help="run even if the training source shares items with the test set")
+    p.add_argument("--config", type=_path, metavar="FILE",
                    help="settings from a TOML or YAML file (same names as the options, e.g. role_backbones); "
                         "options given on the command line win")
-    p.add_argument("--trace", type=Path, metavar="DIR",
-                   help="also write the run's traces to DIR/runs.jsonl (offline; view: python -m graph.tracing view DIR)")
+    p.add_argument(
+        "--trace",
+        type=_path,
+        metavar="DIR",
+        help="also write the run's traces to DIR/runs.jsonl (offline; view: python -m graph.tracing view DIR)",
+    )
+    p.add_argument("--verbose", action="store_true", help="let libraries print their own progress bars and logs")
     return p.parse_args(argv)
 
 
 def settings_from_args(args: argparse.Namespace):
-    from graph.settings import RunSettings
-    from tasks.base import InputError
+    """The run's settings: the saved ones on --resume (which refuses setting flags), else flags over config file."""
+    from core.settings import RunSettings
 
     if args.resume:
-        if not (args.resume / "run_settings.json").is_file():
-            raise InputError(f"nothing to resume in {args.resume}: no run_settings.json")
-        return RunSettings.load(args.resume)
+        given = [f"--{f.replace('_', '-')}" for f in SETTING_FLAGS if getattr(args, f) not in (None, [])]
+        if given:
+            raise InputError(
+                f"--resume continues with the run's saved settings; drop {', '.join(given)} "
+                "(or start a new run with them)"
+            )
+        # The folder given wins over the saved path: a run that was moved resumes where it now is.
+        return load_saved(args.resume).model_copy(update={"workspace": args.resume.resolve()})
     overrides = {}
     for item in args.role_backbone:
         role, sep, spec = item.partition("=")
@@ -54,35 +92,81 @@ def settings_from_args(args: argparse.Namespace):
             raise InputError(f"--role-backbone expects ROLE=SPEC, got {item!r}")
         overrides[role] = spec
     from_file = _config_file(args.config) if args.config else {}
-    task = args.task or from_file.get("task", "gsm8k")
-    workspace = args.workspace or Path(from_file.get("workspace") or
-                                       Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (workspace / "run_settings.json").exists():
-        raise InputError(f"{workspace} already holds a run; continue it with --resume {workspace}")
-    fields = dict(task=task, data_dir=args.data_dir.resolve() if args.data_dir else None,
-                  base_model=args.base_model, workspace=workspace.resolve(), hours=args.hours,
-                  max_iterations=args.max_iterations, target=args.target, backbone=args.backbone,
-                  role_backbones=overrides, device=args.device, eval_limit=args.eval_limit,
-                  eval_provider=args.eval_provider, eval_batch_size=args.eval_batch_size, final_eval=args.final_eval,
-                  memory_dir=args.memory_dir.resolve() if args.memory_dir else None, seed=args.seed)
+    task = args.task or from_file.get("task", DEFAULT_TASK)
+    workspace = args.workspace if args.workspace is not None else from_file.get("workspace")
+    if workspace is None:
+        workspace = Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    fields = dict(
+        task=task,
+        data_dir=args.data_dir,
+        base_model=args.base_model,
+        workspace=workspace,
+        hours=args.hours,
+        max_iterations=args.max_iterations,
+        target=args.target,
+        backbone=args.backbone,
+        role_backbones=overrides,
+        judge=args.judge,
+        device=args.device,
+        eval_limit=args.eval_limit,
+        eval_provider=args.eval_provider,
+        eval_batch_size=args.eval_batch_size,
+        final_eval=args.final_eval,
+        memory_dir=args.memory_dir,
+        seed=args.seed,
+        allow_overlap=args.allow_overlap,
+    )
+    given = {k: v for k, v in fields.items() if v is not None and v != {}}
+    if isinstance(from_file.get("role_backbones"), dict) and "role_backbones" in given:
+        given["role_backbones"] = {**from_file["role_backbones"], **given["role_backbones"]}
+    settings = _validated(RunSettings, {**from_file, **given})
+    if (settings.workspace / "run_settings.json").exists():
+        raise InputError(f"{settings.workspace} already holds a run; continue it with --resume {settings.workspace}")
+    return settings
+
+
+def load_saved(workspace: Path):
+    from core.settings import SETTINGS_FILE, RunSettings
+
+    path = workspace / SETTINGS_FILE
+    if not path.is_file():
+        raise InputError(f"nothing to resume in {workspace}: no {SETTINGS_FILE}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"{path} is not valid JSON ({e}); it is not a settings file this tool wrote") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} does not hold a mapping of settings")
+    return _validated(RunSettings, data, where=str(path))
+
+
+def _validated(model: Any, data: dict, where: str = ""):
     from pydantic import ValidationError
 
     try:
-        given = {k: v for k, v in fields.items() if v is not None and v != {}}
-        if "role_backbones" in from_file and "role_backbones" in given:
-            given["role_backbones"] = {**from_file["role_backbones"], **given["role_backbones"]}
-        return RunSettings(**{**from_file, **given})
+        return model(**data)
     except ValidationError as e:
-        first = e.errors()[0]
-        raise InputError(f"--{'-'.join(map(str, first['loc'][:1])).replace('_', '-')}: {first['msg']}") from None
+        first = e.errors(include_url=False)[0]
+        loc = first["loc"][:1]
+        name = f"--{'-'.join(map(str, loc)).replace('_', '-')}" if loc else "settings"
+        raise InputError(f"{where + ': ' if where else ''}{name}: {first['msg']}") from None
+    except TypeError as e:  # keys that are not strings
+        raise InputError(f"{where or 'settings'}: {e}") from None
 
 
 def _config_file(path: Path) -> dict:
-    from tasks.base import InputError
-
     if not path.is_file():
         raise InputError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -99,38 +183,83 @@ def _config_file(path: Path) -> dict:
     return data
 
 
-def build_context(settings, stream=sys.stdout):
-    from graph.context import Progress, RunContext
-    from graph.workspace import Workspace
+def check_writable(path: Path, flag: str) -> None:
+    """`path` is (or can become) a folder this process can write in; `InputError` naming the flag otherwise."""
+    probe = path / f".posttrain-write-check-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{flag} {path} is not a writable folder: {e.strerror or e}") from None
+
+
+def build_context(settings, stream=sys.stdout, *, resume: bool = False):
+    """Check everything that can be checked before the run is saved, save it, then reach the backbones."""
+    from core.workspace import Workspace
     from roles.backbones import check_specs, policies_for
+    from roles.context import Progress, RunContext
     from tasks import get_task
-    from tasks.base import InputError
-    from tools.model import resolve_base_model
+    from tools.model import check_base_model, resolve_base_model
 
     if settings.data_dir is not None and not settings.data_dir.is_dir():
         raise InputError(f"data dir not found: {settings.data_dir}")
-    task = get_task(settings.task, settings.data_dir)
-    task.load_rows("train"), task.load_rows("test")  # malformed data fails now, with file and line
-    if settings.eval_limit is not None:
-        from tools.evaluate import check_limit
+    task = get_task(settings.task, settings.data_dir, judge=settings.judge)
+    check_task_data(task)
+    from tools.evaluate import check_limit
 
-        check_limit(settings.eval_limit, task.benchmark_size())
+    check_limit(settings.eval_limit or task.sample_floor(), task.benchmark_size())
+    check_specs(settings)
     progress = Progress(budget_s=settings.hours * 3600, stream=stream)
     progress("preparing the base model" + ("" if settings.base_model else " (embedded SmolLM2-135M-Instruct)"))
     base = resolve_base_model(settings.base_model)
+    check_base_model(base)
     on_gpu = _on_gpu(settings.device)
-    check_specs(settings)
+    check_overlap(task, settings.allow_overlap, progress)
     # Saved before the backbones are reached: a backbone that does not answer leaves a run that --resume takes up.
-    settings.save()
+    if not resume:
+        settings.save()
     policies = policies_for(settings)
     from memory.store import ExperimentMemory  # after the input checks: chromadb takes seconds to import
 
-    ctx = RunContext(settings=settings, task=task, ws=Workspace(settings.workspace), base_model=base, on_gpu=on_gpu,
-                     memory=ExperimentMemory(settings.memory_path), policies=policies, progress=progress)
-    from roles.agent import attach
+    ctx = RunContext(
+        settings=settings,
+        task=task,
+        ws=Workspace(settings.workspace),
+        base_model=base,
+        on_gpu=on_gpu,
+        memory=ExperimentMemory(settings.memory_path),
+        policies=policies,
+        progress=progress,
+    )
+    from roles.agent.policy import attach
 
     attach(policies, ctx)  # agent tools read the run's task, evidence and memory
     return ctx
+
+
+def check_task_data(task) -> None:
+    """Every test row passes the task's own checks, and the training source loads: bad data fails now, named."""
+    rows = task.load_test()
+    for i, row in enumerate(rows, 1):
+        problem = task.test_row_problem(row) if isinstance(row, dict) else "not a JSON object"
+        if problem:
+            raise InputError(f"{task.name} test row {i}: {problem}")
+    task.load_train()
+
+
+def check_overlap(task, allowed: bool, say) -> None:
+    """Refuse (unless allowed) a training source or an evaluation prompt that holds test items."""
+    from tools.data import shared_items
+
+    found = shared_items(task)
+    if not found:
+        return
+    message = "; ".join(found)
+    if allowed:
+        say(f"warning: {message} (allowed by --allow-overlap)")
+        return
+    raise InputError(f"{message}: the scores would measure memory, not skill (--allow-overlap runs anyway)")
 
 
 def _on_gpu(device: str) -> bool:
@@ -140,44 +269,54 @@ def _on_gpu(device: str) -> bool:
 
     available = torch.cuda.is_available()
     if device == "cuda" and not available:
-        from tasks.base import InputError
-
         raise InputError("--device cuda, but no CUDA device is visible (check CUDA_VISIBLE_DEVICES)")
     return available
 
 
 def execute(settings, *, resume: bool, stream=sys.stdout, trace_dir: Path | None = None) -> dict:
-    """Run (or continue) the graph to its end; returns the final state values."""
-    ctx = build_context(settings, stream)  # bad input fails here, before the heavy imports below
-    import sqlite3
+    """Run (or continue) the graph to its end, holding the workspace's lock; returns the final state values."""
+    from core.workspace import Workspace
 
-    from langgraph.checkpoint.sqlite import SqliteSaver
+    check_writable(settings.workspace, "--workspace")
+    check_writable(settings.memory_path, "--memory-dir")
+    if trace_dir is not None:
+        check_writable(trace_dir, "--trace")
+    ws = Workspace(settings.workspace)
+    with ws.lock():
+        if not resume and ws.settings_file.exists():  # checked again under the lock: two starts may race
+            raise InputError(f"{ws.root} already holds a run; continue it with --resume {ws.root}")
+        ctx = build_context(settings, stream, resume=resume)  # bad input fails here, before the heavy imports
+        import sqlite3
 
-    from graph.build import builder, checkpoint_serde
-    from graph.tracing import flush_traces, tracing_config
+        from langgraph.checkpoint.sqlite import SqliteSaver
 
-    conn = sqlite3.connect(ctx.ws.checkpoint_db, check_same_thread=False)
-    try:
-        graph = builder().compile(checkpointer=SqliteSaver(conn, serde=checkpoint_serde()))
-        config = {"configurable": {"thread_id": "run"}, "recursion_limit": 100_000,
-                  **tracing_config(settings, trace_dir)}
-        snapshot = graph.get_state(config)
-        if resume and snapshot.values and not snapshot.next:
-            ctx.progress("this run already finished; nothing to resume")
-            return snapshot.values
+        from graph.build import builder, checkpoint_serde, run_to_end
+        from graph.tracing import flush_traces, tracing_config
+
+        conn = sqlite3.connect(ctx.ws.checkpoint_db, check_same_thread=False)
         try:
-            graph.invoke(None if resume and snapshot.values else {"stage": 0}, config, context=ctx)
+            graph = builder().compile(checkpointer=SqliteSaver(conn, serde=checkpoint_serde()))
+            config = {
+                "configurable": {"thread_id": "run"},
+                "recursion_limit": 100_000,
+                **tracing_config(settings, trace_dir),
+            }
+            if graph.get_state(config).values.get("stop_reason"):
+                ctx.progress("this run already finished; nothing to resume")
+            try:
+                return run_to_end(graph, config, ctx)
+            finally:
+                flush_traces(config)  # a crashed run still delivers what it traced
         finally:
-            flush_traces(config)  # a crashed run still delivers what it traced
-        return graph.get_state(config).values
-    finally:
-        conn.close()
+            conn.close()
 
 
 def summary_table(state: dict) -> str:
     base = state.get("baseline")
-    lines = [f"{'iteration':>9}  {'score':>7}  {'delta':>7}  kept  status",
-             f"{'base':>9}  {base.accuracy:>7.3f}  {'':>7}  -     baseline" if base else ""]
+    lines = [
+        f"{'iteration':>9}  {'score':>7}  {'delta':>7}  kept  status",
+        f"{'base':>9}  {base.accuracy:>7.3f}  {'':>7}  -     baseline" if base else "",
+    ]
     for r in state.get("history", []):
         score = f"{r.score:.3f}" if r.score is not None else "-"
         delta = f"{r.delta_vs_base:+.3f}" if r.delta_vs_base is not None else "-"
@@ -186,44 +325,64 @@ def summary_table(state: dict) -> str:
     if final:
         lines.append(f"final_model/ on the full benchmark: {final.accuracy:.3f} ± {final.stderr:.3f} (n={final.n})")
     if base and not base.canonical:
-        lines.append(f"note: CPU profile (max_tokens {base.max_tokens}): scores are not canonical PostTrainBench scores")
+        lines.append(
+            f"note: CPU profile (max_tokens {base.max_tokens}): scores are not canonical PostTrainBench scores"
+        )
     return "\n".join(x for x in lines if x)
 
 
-def _resume_hint(settings, when: str = "") -> str:
-    return f"the state is saved; {when}continue with python -m graph.run --resume {settings.workspace}"
+def quiet_libraries() -> None:
+    """Library progress bars and chatter off: they interleave with the run's own progress lines."""
+    for var, value in (
+        ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+        ("TQDM_DISABLE", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
+        os.environ.setdefault(var, value)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")  # llamafactory pins datasets<=4.0.0; see requirements.in
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
-    from roles.agent import HandoffFailed
-    from roles.llm import BackboneError
-    from tasks.base import InputError
-    from tools.evaluate import EvalRefused
-    from tools.guards import GuardViolation
-
+    if not args.verbose:
+        quiet_libraries()
+    settings = None
     try:
         settings = settings_from_args(args)
-        state = execute(settings, resume=args.resume is not None,
-                        trace_dir=args.trace.resolve() if args.trace else None)
-    except (InputError, EvalRefused) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except BackboneError as e:  # raised only after the settings are saved: the run so far can be resumed
-        print(f"error: {e}\n{_resume_hint(settings, 'once the backbone answers, ')}", file=sys.stderr)
-        return EXIT_INPUT
-    except HandoffFailed as e:
-        print(f"stopped: the {e.role} gave no valid handoff ({e.reason})\n{_resume_hint(settings)}", file=sys.stderr)
-        return EXIT_HANDOFF
-    except GuardViolation as e:
-        print(f"stopped by a hard rule: {e}\n{_resume_hint(settings, 'after fixing it, ')}", file=sys.stderr)
-        return EXIT_GUARD
+        state = execute(
+            settings, resume=args.resume is not None, trace_dir=args.trace.resolve() if args.trace else None
+        )
+    except PosttrainError as e:
+        print(e.headline(), file=sys.stderr)
+        if e.resumable and settings is not None and (settings.workspace / "run_settings.json").is_file():
+            print(resume_hint(e, settings.workspace), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        if settings is not None and (settings.workspace / "run_settings.json").is_file():
+            print(f"continue with python -m graph.run --resume {settings.workspace}", file=sys.stderr)
+        return 130
+    except Exception:  # a bug: the traceback is printed, through the redactor
+        import traceback
+
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        if settings is not None and (settings.workspace / "run_settings.json").is_file():
+            print(
+                f"the state up to the last finished step is saved; after a fix, continue with python -m graph.run "
+                f"--resume {settings.workspace}",
+                file=sys.stderr,
+            )
+        return EXIT_BUG
     print(f"\nstopped: {state.get('stop_reason', 'unknown')}")
     print(summary_table(state))
-    print(f"workspace: {settings.workspace}  (log: {settings.workspace / 'task' / 'experiment_log.md'})")
-    return 0
+    from core.workspace import Workspace
+
+    print(f"workspace: {settings.workspace}  (log: {Workspace(settings.workspace).log_path})")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@
 
 The trace folder needs no server: `python -m graph.tracing view DIR` writes `DIR/traces.html` (a static,
 offline tree of the runs), and `python -m graph.tracing upload DIR` replays the runs into any LangSmith-compatible
-endpoint later. API keys never reach a trace: the values of key-like environment variables are redacted from every
-line before it is written.
+endpoint later. API keys never reach a trace: every line passes through the one redactor (`core.redact`) before it
+is written, and a run's error is redacted before it is sent.
 
 This module imports langchain_core; import it inside the function that needs it.
 """
@@ -24,7 +24,6 @@ import argparse
 import html
 import json
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -37,15 +36,15 @@ from uuid import UUID
 from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.tracers.schemas import Run
 
+from core.redact import redact, register_secret
+
 if TYPE_CHECKING:
-    from graph.settings import RunSettings
+    from core.settings import RunSettings
 
 ROOT_RUN_NAME = "posttrain-graph"
 DEFAULT_PROJECT = "posttrain-graph"
 RUNS_FILE = "runs.jsonl"
 VIEW_FILE = "traces.html"
-REDACTED = "[redacted]"
-_SECRET_NAME = re.compile(r"API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
 _TRACING_FLAGS = ("LANGSMITH_TRACING", "LANGSMITH_TRACING_V2", "LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING")
 
 
@@ -108,12 +107,14 @@ class RoleTracer(LangChainTracer):
     # LangChainTracer posts every run through _persist_run_single (at its start) and patches it through
     # _update_run_single (at its end, after usage metadata was added): the JSONL copy is taken at the same points.
     def _persist_run_single(self, run: Run) -> None:
+        run.error = redact(run.error) if run.error else run.error
         if self.sink:
             self.sink.write(run)
         if self.send:
             super()._persist_run_single(run)
 
     def _update_run_single(self, run: Run) -> None:  # an instance method here (static upstream): it needs self
+        run.error = redact(run.error) if run.error else run.error
         if self.sink:
             self.sink.write(run)
         if self.send:
@@ -126,13 +127,12 @@ class JsonlSink:
     def __init__(self, path: Path, secrets: Iterable[str] = ()) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first: no partial hits
+        for secret in secrets:
+            register_secret(secret)
         self._lock = threading.Lock()  # nodes may run in worker threads
 
     def write(self, run: Run) -> None:
-        line = json.dumps(run_record(run), default=_jsonable, ensure_ascii=False)
-        for secret in self.secrets:
-            line = line.replace(secret, REDACTED)
+        line = redact(json.dumps(run_record(run), default=_jsonable, ensure_ascii=False))
         with self._lock, self.path.open("a", encoding="utf-8") as f:
             f.write(line + "\n")
 
@@ -171,8 +171,10 @@ def _jsonable(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------- config
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
-    """Values of key-like environment variables (API keys, tokens): they must never appear in a trace."""
-    return [v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= 8]
+    """Values of key-like variables of `env` (API keys, tokens): they must never appear in a trace."""
+    from core.redact import MIN_SECRET_LEN, SECRET_NAME
+
+    return [v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET_LEN]
 
 
 def langsmith_enabled(env: Mapping[str, str]) -> bool:

@@ -21,6 +21,8 @@ from chromadb.config import Settings
 from chromadb.utils.embedding_functions import register_embedding_function
 from pydantic import BaseModel, ConfigDict
 
+from core.errors import InputError
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -56,7 +58,7 @@ class MemoryHit(MemoryEntry):
 # Embedding
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(InputError):
     """The bundled MiniLM weights are missing: the memory refuses to fall back to a network download."""
 
 
@@ -188,7 +190,7 @@ class ExperimentMemory:
                where: Mapping[str, Any] | None = None) -> list[MemoryHit]:
         """The `k` entries closest in meaning to `query`, closest first, among those of `kinds` matching `where`.
 
-        `where` is a chromadb metadata filter, e.g. {"task": "gsm8k"} or {"iteration": {"$gte": 2}}; a dict with
+        `where` is a chromadb metadata filter, e.g. {"task": "<name>"} or {"iteration": {"$gte": 2}}; a dict with
         several plain keys means all of them must match.
         """
         if k < 1:

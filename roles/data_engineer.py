@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-from graph.context import RunContext
-from graph.state import DatasetManifest, OpCount
-from tools.data import SourceError, construct
+from core.errors import SourceError
+from core.handoffs import Check, DatasetManifest, OpCount, ValidationFindings
+from core.state import RunState
+from core.workspace import VALIDATION_REPORT
+from roles import rules
+from roles.context import RunContext
+from tools.data import construct
 from tools.validate import validate
 
 
-def selection(state: dict, ctx: RunContext) -> dict:
+def selection(state: RunState, ctx: RunContext) -> dict:
     plan, verdict = state["plan"], _last_verdict(state)
     sel = ctx.policy("data_selection").select(plan, verdict)
-    out = ctx.ws.iteration_dir(state["iteration"]) / "data"
+    rules.enforce("data selection", rules.selection_problems(sel, plan))
+    out = ctx.ws.iteration(state["iteration"]).data
     out.mkdir(parents=True, exist_ok=True)
     (out / "selection.json").write_text(sel.model_dump_json(indent=2))
     ctx.progress(f"selected {', '.join(f'{s.name} (≤{s.max_rows})' for s in sel.sources)}")
     return {"selection": sel}
 
 
-def construction(state: dict, ctx: RunContext) -> dict:
+def construction(state: RunState, ctx: RunContext) -> dict:
     plan, sel, verdict = state["plan"], state["selection"], _last_verdict(state)
     request = ctx.policy("data_construction").construction(plan, sel, verdict)
+    # Contaminated rows are excluded whatever the policy says, and every id flagged in this iteration stays out:
+    # a fact, not a decision (otherwise two rebuilds could keep trading one flagged set for another).
+    excluded = sorted(set(state.get("excluded_ids") or []) | set(request.exclude_ids))
+    request = request.model_copy(update={"exclude_ids": excluded})
+    rules.enforce("data construction", rules.construction_problems(request.knobs, plan))
     attempt = state.get("data_rounds", 0) + 1
-    out = ctx.ws.iteration_dir(state["iteration"]) / "data"
+    out = ctx.ws.iteration(state["iteration"]).data
     if request.note:
-        ctx.progress(request.note)
+        ctx.progress(request.note + (f" (excluding {len(excluded)} contaminated test ids)" if excluded else ""))
     try:
         manifest = construct(ctx.task, ctx.base_model, sel.sources, request.knobs, out,
-                             cutoff_len=plan.train.cutoff_len, exclude_ids=set(request.exclude_ids), attempt=attempt,
+                             cutoff_len=plan.train.cutoff_len, exclude_ids=set(excluded), attempt=attempt,
                              on_progress=ctx.progress)
     except SourceError as e:
         # An unreadable source is evidence for validation (zero usable rows → back to selection), not a crash.
@@ -38,13 +48,10 @@ def construction(state: dict, ctx: RunContext) -> dict:
     return {"manifest": manifest}
 
 
-def validation(state: dict, ctx: RunContext) -> dict:
-    from graph.state import Check
-    from tools.validate import ValidationFindings
-
+def validation(state: RunState, ctx: RunContext) -> dict:
     manifest: DatasetManifest = state["manifest"]
     rounds = state.get("data_rounds", 0) + 1
-    out = ctx.ws.iteration_dir(state["iteration"]) / "data"
+    out = ctx.ws.iteration(state["iteration"]).data
     if manifest.rows == 0:
         detail = "; ".join(o.op for o in manifest.operations[-1:])
         findings = ValidationFindings(checks=[Check(name="structure", passed=False, detail=f"no rows: {detail}")],
@@ -53,19 +60,33 @@ def validation(state: dict, ctx: RunContext) -> dict:
         findings = validate(ctx.task, manifest, ctx.base_model, cutoff_len=state["plan"].train.cutoff_len,
                             index=ctx.test_index())
     verdict = ctx.policy("data_validation").judge(findings, manifest)
-    report = findings.report_md + f"\n\n## Verdict: {verdict.decision}\n\n" + "\n".join(f"- {r}" for r in verdict.reasons)
+    # The measured checks and ids are facts: whatever decided, the verdict carries the findings' own.
+    verdict = verdict.model_copy(update={"checks": findings.checks, "contaminated_ids": findings.contaminated_rows()})
+    rules.enforce("data validation", rules.verdict_problems(verdict, findings))
+    report = (
+        findings.report_md + f"\n\n## Verdict: {verdict.decision}\n\n" + "\n".join(f"- {r}" for r in verdict.reasons)
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / f"validation_report_attempt{rounds}.md").write_text(report)
-    (out / "validation_report.md").write_text(report)
+    (out / VALIDATION_REPORT).write_text(report)
     (out / "verdict.json").write_text(verdict.model_dump_json(indent=2))
-    ctx.memory.add("verdict", f"{ctx.ws.root.name}/verdict/{state['iteration']}/{rounds}",
-                   f"validation {verdict.decision}: " + "; ".join(verdict.reasons),
-                   {"task": ctx.task.name, "iteration": state["iteration"], "stage": int(state["stage"]),
-                    "role": "data_validation", "decision": verdict.decision})
+    ctx.memory.add(
+        "verdict",
+        f"{ctx.ws.root.name}/verdict/{state['iteration']}/{rounds}",
+        f"validation {verdict.decision}: " + "; ".join(verdict.reasons),
+        {
+            "task": ctx.task.name,
+            "iteration": state["iteration"],
+            "stage": int(state["stage"]),
+            "role": "data_validation",
+            "decision": verdict.decision,
+        },
+    )
     ctx.progress(f"validation: {verdict.decision} ({'; '.join(verdict.reasons)[:160]})")
-    return {"verdict": verdict, "data_rounds": rounds}
+    excluded = sorted(set(state.get("excluded_ids") or []) | set(verdict.contaminated_ids))
+    return {"verdict": verdict, "data_rounds": rounds, "excluded_ids": excluded}
 
 
-def _last_verdict(state: dict):
+def _last_verdict(state: RunState):
     """The verdict that sent the data back within this iteration, if any."""
     return state.get("verdict") if state.get("data_rounds", 0) > 0 else None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graph.context import RunContext
-from graph.state import Best, EvalReport, Stage
+from core.handoffs import Best, EvalReport, Stage
+from core.state import RunState
+from roles.context import RunContext
 from tools.evaluate import check_limit, choose_provider, run_eval
+from tools.export import export_model
 from tools.guards import verify_eval_checksums
-from tools.train import export_model
 
 
 def evaluate(ctx: RunContext, model_dir: str, out_dir: Path, limit: int | None = None) -> EvalReport:
@@ -24,23 +25,23 @@ def evaluate(ctx: RunContext, model_dir: str, out_dir: Path, limit: int | None =
                        f"{mode.label} ({mode.category}), {mode.count} of {report.n}: " + " | ".join(mode.examples),
                        {"task": ctx.task.name, "category": mode.category, "count": mode.count, "role": "evaluator",
                         "model": Path(model_dir).name})
-    ctx.progress(f"accuracy {report.accuracy:.3f} ± {report.stderr:.3f} on {report.n} samples "
+    ctx.progress(f"{report.metric} {report.accuracy:.3f} ± {report.stderr:.3f} on {report.n} samples "
                  f"in {report.runtime_s:.0f}s")
     return report
 
 
-def baseline(state: dict, ctx: RunContext) -> dict:
+def baseline(state: RunState, ctx: RunContext) -> dict:
     """Stage 1: the base model's score is the line every iteration is measured against."""
-    report = evaluate(ctx, ctx.base_model, ctx.ws.iteration_dir(0) / "eval")
+    report = evaluate(ctx, ctx.base_model, ctx.ws.iteration(0).eval)
     if Path(ctx.base_model).is_dir():
         export_model(Path(ctx.base_model), ctx.ws.final_model)  # a submission exists from the start
     best = Best(model_dir=ctx.base_model, score=report.accuracy, iteration=0)
     return {"baseline": report, "best": best, "stage": Stage.LOCAL}
 
 
-def node(state: dict, ctx: RunContext) -> dict:
+def node(state: RunState, ctx: RunContext) -> dict:
     it, result, best = state["iteration"], state["train_result"], state["best"]
-    report = evaluate(ctx, result.model_dir, ctx.ws.iteration_dir(it) / "eval")
+    report = evaluate(ctx, result.model_dir, ctx.ws.iteration(it).eval)
     if report.accuracy > best.score:
         export_model(Path(result.model_dir), ctx.ws.final_model)
         ctx.progress(f"kept: final_model/ is now iteration {it} ({best.score:.3f} → {report.accuracy:.3f})")
@@ -49,11 +50,11 @@ def node(state: dict, ctx: RunContext) -> dict:
     return {"eval_report": report}
 
 
-def final(state: dict, ctx: RunContext) -> dict:
+def final(state: RunState, ctx: RunContext) -> dict:
     """At the end: the full benchmark on final_model/, recorded apart from the development scores."""
     wanted = ctx.settings.final_eval == "full" or (ctx.settings.final_eval == "auto" and ctx.on_gpu)
     if not wanted or not ctx.ws.final_model.is_dir():
         ctx.progress("final full-benchmark evaluation skipped (--final-eval full runs it)")
         return {}
-    report = evaluate(ctx, str(ctx.ws.final_model), ctx.ws.root / "final_eval", limit=ctx.task.benchmark_size())
+    report = evaluate(ctx, str(ctx.ws.final_model), ctx.ws.final_eval, limit=ctx.task.benchmark_size())
     return {"final_eval": report}

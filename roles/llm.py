@@ -8,28 +8,41 @@ A spec names where a role's decisions come from:
 - `local`: llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the embedded SmolLM2 GGUF. It is
   started on first use, shared by every role, and stopped when the process exits.
 
-Keys live only in `SecretStr` fields and the client; specs, settings, errors and reprs never carry them.
+Keys live only in `SecretStr` fields and the client; specs, settings, errors and reprs never carry them, and every
+error message passes through the redactor (a server may echo the request, key included, in its error body).
+
+Transient faults (dropped connections, timeouts, HTTP 5xx and 429) are retried with exponential backoff, jitter
+and the server's Retry-After, within a per-call deadline and a per-run budget of waiting (`RetrySettings`); each
+retry is a progress line and a `backbone_retry` trace run. Anything else (a refused key, an unknown model, another
+4xx) stops the run at once, resumable.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from tasks.base import InputError
+from core.errors import BackboneError, BackboneUnreachable, InputError
+from core.proc import die_with_parent, terminate
+from core.redact import redact
+from core.settings import RetrySettings
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+
+    from core.settings import RunSettings
 
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 COMPATIBLE_KEY_ENV = "OPENAI_COMPATIBLE_API_KEY"
@@ -38,20 +51,12 @@ LOCAL_MODEL_ALIAS = "local"
 LOCAL_THREADS_ENV = "POSTTRAIN_LOCAL_THREADS"
 
 CONNECT_TIMEOUT_S = 5.0
-"""Per connection attempt; with one retry an unreachable server is reported well within 30 s."""
-READ_TIMEOUT_S = 300.0
-"""A long answer from a slow server is not an outage."""
+PROBE_READ_TIMEOUT_S = 15.0
+"""The start-up probe: connect plus read stays under 20 s, so an unreachable or silent server stops the run well
+within 30 s of the command, start-up included."""
 STARTUP_DEADLINE_S = 30.0
 LOCAL_MAX_TOKENS = 768
 """The local model only ever writes one bounded handoff per call; this caps a runaway string."""
-
-
-class BackboneError(RuntimeError):
-    """A backbone that cannot serve the run: bad key, refused request, broken local server."""
-
-
-class BackboneUnreachable(BackboneError):
-    """No server answers where the spec points. The run stops with its state saved (resume once it is back)."""
 
 
 class BackboneSpec(BaseModel):
@@ -102,6 +107,21 @@ def check_spec(spec: str) -> None:
         _require_server_packages()
 
 
+class RetryBudget:
+    """Seconds of retry waiting the whole run may still spend, shared by every backbone of the run."""
+
+    def __init__(self, seconds: float):
+        self.total = self.left = seconds
+        self._lock = threading.Lock()
+
+    def spend(self, seconds: float) -> bool:
+        with self._lock:
+            if seconds > self.left:
+                return False
+            self.left -= seconds
+            return True
+
+
 @dataclass(frozen=True)
 class Backbone:
     """A chat model plus what its server can do; the agent loop adapts to the latter."""
@@ -113,46 +133,111 @@ class Backbone:
     with the evidence already in the prompt."""
     plain_tool_turns: bool = False
     """The server's chat template cannot render tool calls and results, so they are replayed as plain text."""
+    retry: RetrySettings = field(default_factory=RetrySettings, repr=False)
+    budget: RetryBudget | None = field(default=None, repr=False)
+
+    def invoke(self, model: Any, messages: list, *, say: Callable[[str], None] = lambda _: None,
+               sleep: Callable[[float], None] = time.sleep) -> Any:
+        """`model.invoke(messages)`, retrying transient faults; other API errors become `BackboneError`s."""
+        import openai
+
+        r = self.retry
+        deadline = time.monotonic() + r.call_deadline_s
+        for attempt in range(1, r.max_attempts + 1):
+            try:
+                return model.invoke(messages)
+            except openai.OpenAIError as e:
+                error = translate_api_error(e, self.spec)
+                if error is None:
+                    raise
+                if not is_transient(e) or attempt == r.max_attempts:
+                    raise error from None
+                wait = min(r.max_wait_s, max(_backoff(r, attempt), _retry_after(e)))
+                if time.monotonic() + wait > deadline:
+                    raise BackboneUnreachable(f"{error.message}; still failing after {attempt} attempts, past the "
+                                              f"call deadline of {r.call_deadline_s:g} s") from None
+                if self.budget is not None and not self.budget.spend(wait):
+                    raise BackboneUnreachable(f"{error.message}; the run's retry budget of {self.budget.total:g} s "
+                                              "of waiting is spent") from None
+                say(f"backbone {self.spec}: {_fault(e)}; retry {attempt}/{r.max_attempts - 1} in {wait:.1f} s")
+                _traced_wait(sleep, {"backbone": self.spec, "attempt": attempt, "wait_s": round(wait, 2),
+                                     "fault": _fault(e)})
+        raise AssertionError("unreachable")  # the loop returns or raises
 
 
-_backbones: dict[str, Backbone] = {}
-_lock = threading.Lock()
+def is_transient(e: Exception) -> bool:
+    """Worth retrying: the connection dropped or timed out, the server failed (5xx) or asked us to slow down (429)."""
+    import openai
+
+    if isinstance(e, openai.APIConnectionError):  # includes timeouts
+        return True
+    return isinstance(e, openai.APIStatusError) and (e.status_code >= 500 or e.status_code in (408, 409, 429))
 
 
-def load_backbone(spec: str, *, check: bool = True) -> Backbone:
-    """The backbone for `spec`, built once per process (so all roles share one local server).
+def _backoff(r: RetrySettings, attempt: int) -> float:
+    import random
 
-    With `check`, the server must answer now: `BackboneUnreachable` otherwise, within about 30 s.
+    return min(r.max_wait_s, r.initial_wait_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def _retry_after(e: Exception) -> float:
+    response = getattr(e, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:  # an HTTP date: not worth parsing, the backoff applies
+        return 0.0
+
+
+def _fault(e: Exception) -> str:
+    import openai
+
+    if isinstance(e, openai.APIStatusError):
+        return f"HTTP {e.status_code}"
+    return type(e).__name__
+
+
+def _traced_wait(sleep: Callable[[float], None], event: dict[str, Any]) -> None:
+    """Wait as a run of its own, so every retry shows in the trace (LangSmith and --trace) under the role."""
+    from langchain_core.runnables import RunnableLambda
+
+    RunnableLambda(lambda ev: sleep(ev["wait_s"]) or ev, name="backbone_retry").invoke(event)
+
+
+def load_backbone(spec: str, settings: RunSettings | None = None, *, budget: RetryBudget | None = None,
+                  check: bool = True) -> Backbone:
+    """The backbone for `spec` (all roles share one local server per process).
+
+    With `check`, the server must answer now: `BackboneUnreachable` otherwise, within about 20 s.
     """
-    with _lock:
-        if spec not in _backbones:
-            _backbones[spec] = _build(parse_spec(spec), check=check)
-        return _backbones[spec]
-
-
-def _build(parsed: BackboneSpec, *, check: bool) -> Backbone:
     from langchain_openai import ChatOpenAI
 
+    retry = settings.retry if settings else RetrySettings()
+    max_tokens = settings.backbone_max_tokens if settings else 2048
+    parsed = parse_spec(spec)
+    # max_retries=0: the retries are ours (Backbone.invoke), so each shows as a progress line and a trace run.
+    timeout = _timeout(retry)
     if parsed.kind == "local":
         server = local_server()
-        model = ChatOpenAI(model=parsed.model, base_url=server.url, api_key=parsed.api_key, timeout=_timeout(),
-                           max_retries=1, temperature=0.0, max_tokens=LOCAL_MAX_TOKENS)
-        return Backbone(spec=str(parsed), model=model, force_handoff=True, plain_tool_turns=True)
+        model = ChatOpenAI(model=parsed.model, base_url=server.url, api_key=parsed.api_key, timeout=timeout,
+                           max_retries=0, temperature=0.0, max_tokens=min(max_tokens, LOCAL_MAX_TOKENS))
+        return Backbone(spec=str(parsed), model=model, force_handoff=True, plain_tool_turns=True, retry=retry,
+                        budget=budget)
     if check:
         check_reachable(parsed)
     # No temperature here: some hosted models refuse anything but their default.
-    model = ChatOpenAI(model=parsed.model, base_url=parsed.base_url, api_key=parsed.api_key, timeout=_timeout(),
-                       max_retries=1)
-    return Backbone(spec=str(parsed), model=model)
+    model = ChatOpenAI(model=parsed.model, base_url=parsed.base_url, api_key=parsed.api_key, timeout=timeout,
+                       max_retries=0, max_tokens=max_tokens)
+    return Backbone(spec=str(parsed), model=model, retry=retry, budget=budget)
 
 
-def _timeout():
+def _timeout(retry: RetrySettings):
     import httpx
 
-    return httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+    return httpx.Timeout(retry.read_timeout_s, connect=CONNECT_TIMEOUT_S)
 
 
-def check_reachable(parsed: BackboneSpec, deadline_s: float = 25.0) -> None:
+def check_reachable(parsed: BackboneSpec) -> None:
     """Ask the server's /models for the OpenAI model list. Only that counts as an answer: a proxy or another
     service on the port answers HTTP too (measured here: a 404 from an intercepting proxy for any address)."""
     import httpx
@@ -161,7 +246,7 @@ def check_reachable(parsed: BackboneSpec, deadline_s: float = 25.0) -> None:
     headers = {"Authorization": f"Bearer {parsed.api_key.get_secret_value()}"}
     try:
         response = httpx.get(base + "/models", headers=headers,
-                             timeout=httpx.Timeout(deadline_s, connect=CONNECT_TIMEOUT_S))
+                             timeout=httpx.Timeout(PROBE_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
     except httpx.HTTPError as e:
         raise BackboneUnreachable(f"no OpenAI-compatible server answers at {base} ({type(e).__name__}) "
                                   f"for backbone {parsed}") from None
@@ -171,6 +256,10 @@ def check_reachable(parsed: BackboneSpec, deadline_s: float = 25.0) -> None:
     if response.status_code != 200 or not _is_model_list(response):
         raise BackboneUnreachable(f"no OpenAI-compatible server answers at {base} (GET /models: HTTP "
                                   f"{response.status_code}, not a model list) for backbone {parsed}")
+    models = [m.get("id") for m in response.json()["data"] if isinstance(m, dict)]
+    if parsed.kind == "openai-compatible" and models and parsed.model not in models:
+        served = ", ".join(map(str, models[:5]))
+        raise BackboneError(f"{base} does not serve model {parsed.model!r} (it serves {served})")
 
 
 def _is_model_list(response) -> bool:
@@ -181,27 +270,29 @@ def _is_model_list(response) -> bool:
 
 
 def translate_api_error(e: Exception, spec: str) -> BackboneError | None:
-    """The backbone error an OpenAI client exception stands for, or None when it is not one (a bug: re-raise).
-
-    Messages are rebuilt from the status and type, never from the server's text, which may echo a masked key.
-    """
+    """The backbone error an OpenAI client exception stands for, or None when it is not one (a bug: re-raise)."""
     import openai
 
     if isinstance(e, openai.APIConnectionError):  # includes timeouts
         return BackboneUnreachable(f"backbone {spec} stopped answering ({type(e).__name__})")
     if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
         return BackboneError(f"backbone {spec} refused the API key (HTTP {e.status_code})")
+    if isinstance(e, openai.NotFoundError):
+        return BackboneError(f"backbone {spec}: the server does not know this model or route (HTTP 404)")
     if isinstance(e, openai.APIStatusError):
-        return BackboneError(f"backbone {spec} refused the request: HTTP {e.status_code} {type(e).__name__}"
-                             f"{_body_hint(e)}")
+        return BackboneError(
+            f"backbone {spec} refused the request: HTTP {e.status_code} {type(e).__name__}{_body_hint(e)}"
+        )
     return None
 
 
 def _body_hint(e) -> str:
-    """A short, key-free hint from an error body (llama.cpp explains context overflows there)."""
+    """A short hint from an error body (llama.cpp explains context overflows there), redacted: a server may echo
+    the request, Authorization header included."""
     body = getattr(e, "body", None)
     text = body.get("message", "") if isinstance(body, dict) else str(body or "")
-    return f": {text[:200]}" if text and "key" not in text.lower() else ""
+    text = " ".join(redact(str(text)).split())
+    return f": {text[:200]}" if text else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,12 +319,33 @@ class LocalServer:
         self.port = _free_port()
         fd, log = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
         self.log_path = Path(log)
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
-               "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads),
-               "--n_threads_batch", str(self.threads), "--model_alias", LOCAL_MODEL_ALIAS]
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.threads),
+            "--n_threads_batch",
+            str(self.threads),
+            "--model_alias",
+            LOCAL_MODEL_ALIAS,
+        ]
         on_main = threading.current_thread() is threading.main_thread()
-        self.proc = subprocess.Popen(cmd, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent if on_main else None)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(signal.SIGTERM) if on_main else None,
+        )
         os.close(fd)
         atexit.register(self.stop)
         self._wait(deadline_s)
@@ -253,8 +365,10 @@ class LocalServer:
                 pass  # not listening yet
             time.sleep(0.25)
         self.stop()
-        raise BackboneUnreachable(f"no OpenAI-compatible server answers at {self.url} after {deadline_s:.0f} s "
-                                  f"(local llama-cpp server; log {self.log_path})")
+        raise BackboneUnreachable(
+            f"no OpenAI-compatible server answers at {self.url} after {deadline_s:.0f} s "
+            f"(local llama-cpp server; log {self.log_path})"
+        )
 
     def log_tail(self, lines: int = 8) -> str:
         if self.log_path is None or not self.log_path.is_file():
@@ -262,13 +376,8 @@ class LocalServer:
         return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
 
 _server: LocalServer | None = None
@@ -296,20 +405,13 @@ def _require_server_packages() -> None:
 
     missing = [m for m in ("llama_cpp", "sse_starlette", "starlette_context") if find_spec(m) is None]
     if missing:
-        raise InputError(f"the local backbone needs llama-cpp-python's server ({', '.join(missing)} missing): "
-                         "pip install 'llama-cpp-python[server]'")
+        raise InputError(
+            f"the local backbone needs llama-cpp-python's server ({', '.join(missing)} missing): "
+            "pip install 'llama-cpp-python[server]'"
+        )
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM if this process dies (even by SIGKILL), so no server outlives a run."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

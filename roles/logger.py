@@ -3,8 +3,9 @@ stage and stop decisions that follow from the record."""
 
 from __future__ import annotations
 
-from graph.context import RunContext
-from graph.state import IterationRecord, LogEntry, Stage, TrainKnobs
+from core.handoffs import Best, IterationRecord, LogEntry, Stage, TrainKnobs
+from core.state import RunState
+from roles.context import RunContext
 
 STAGE_TITLES = {Stage.LOCAL: "Stage 2: local diagnosis and optimisation",
                 Stage.EXPLORATION: "Stage 3: evidence-guided exploration"}
@@ -12,63 +13,107 @@ FIELDS = ("context", "status", "motivation", "references", "starting_checkpoint"
           "training_config", "evaluation", "result", "analysis", "artifacts", "next_action")
 
 
-def node(state: dict, ctx: RunContext) -> dict:
+def node(state: RunState, ctx: RunContext) -> dict:
     it, plan, best = state["iteration"], state["plan"], state["best"]
     failure = state.get("failure")
     verdict, manifest = state.get("verdict"), state.get("manifest")
     if not failure and verdict is not None and verdict.decision != "approve":
-        failure = f"data not approved after {state.get('data_rounds', 0)} validation rounds: {'; '.join(verdict.reasons)}"
+        failure = (
+            f"data not approved after {state.get('data_rounds', 0)} validation rounds: {'; '.join(verdict.reasons)}"
+        )
     report = None if failure else state["eval_report"]
     result = None if failure else state["train_result"]
     kept = report is not None and best.iteration == it
     best_before = _best_before(state, kept)
     analysis, next_action = ctx.policy("logger").analyse(plan, report, best_before, failure)
     entry = LogEntry(
-        iteration=it, stage=state["stage"], status="failed" if failure else "completed",
+        iteration=it,
+        stage=state["stage"],
+        status="failed" if failure else "completed",
         title=plan.objective[:80],
         context=f"stage {int(state['stage'])}; {plan.objective}",
         motivation="; ".join(plan.problems),
         references="; ".join(plan.references) or "None",
         starting_checkpoint=result.start_checkpoint if result else "N/A (no training run completed)",
-        training_data=(f"{manifest.rows} rows from {', '.join(manifest.sources)}; "
-                       + " → ".join(f"{o.op}: {o.rows_after}" for o in manifest.operations)
-                       + f"; validation: {verdict.decision if verdict else 'none'}; sha256 {manifest.content_sha256[:12]}"
-                       if manifest and manifest.attempt and state.get("data_rounds") else "N/A"),
+        training_data=(
+            f"{manifest.rows} rows from {', '.join(manifest.sources)}; "
+            + " → ".join(f"{o.op}: {o.rows_after}" for o in manifest.operations)
+            + f"; validation: {verdict.decision if verdict else 'none'}; sha256 {manifest.content_sha256[:12]}"
+            if manifest and manifest.attempt and state.get("data_rounds")
+            else "N/A"
+        ),
         method="; ".join(plan.changes),
-        training_config=(_train_config(result.knobs or plan.train) + f"; validation run: {result.validation_run}; "
-                         f"command: {result.command}" if result else "N/A"),
-        evaluation=(f"{ctx.task.name} canonical inspect task, first {report.limit} test samples, provider "
-                    f"{report.provider}, max_tokens {report.max_tokens}"
-                    + ("" if report.canonical else " (CPU profile: not canonical)") if report else "N/A"),
-        result=(f"accuracy {report.accuracy:.4f} ± {report.stderr:.4f} (n={report.n}); delta vs base "
-                f"{report.accuracy - state['baseline'].accuracy:+.4f}; {'kept' if kept else 'not kept'}"
-                if report else f"failed: {failure}"),
-        analysis=analysis, next_action=next_action,
-        artifacts=(f"plan {ctx.ws.iteration_dir(it) / 'iteration_plan.md'}; data {manifest.dataset_dir if manifest else 'N/A'}; "
-                   + (f"model {result.model_dir}; train log {result.log_path}; eval {report.metrics_path}, "
-                      f"{report.summary_path}" if report else "")),
+        training_config=(
+            _train_config(result.knobs or plan.train) + f"; validation run: {result.validation_run}; "
+            f"command: {result.command}"
+            if result
+            else "N/A"
+        ),
+        evaluation=(
+            f"{ctx.task.name} canonical inspect task, first {report.n} test samples, provider "
+            f"{report.provider}, max_tokens {report.max_tokens}"
+            + ("" if report.canonical else " (CPU profile: not canonical)")
+            if report
+            else "N/A"
+        ),
+        result=(
+            f"{report.metric} {report.accuracy:.4f} ± {report.stderr:.4f} (n={report.n}); delta vs base "
+            f"{report.accuracy - state['baseline'].accuracy:+.4f}; {'kept' if kept else 'not kept'}"
+            if report
+            else f"failed: {failure}"
+        ),
+        analysis=analysis,
+        next_action=next_action,
+        artifacts=(
+            f"plan {ctx.ws.iteration(it).plan_md}; data {manifest.dataset_dir if manifest else 'N/A'}; "
+            + (
+                f"model {result.model_dir}; train log {result.log_path}; eval {report.metrics_path}, "
+                f"{report.summary_path}"
+                if report
+                else ""
+            )
+        ),
     )
     _append(ctx, entry)
+    ctx.ws.iteration(it).log_entry_json.write_text(entry.model_dump_json(indent=2))  # what the report reads
     text = render_entry(entry)
-    ctx.memory.add("log_entry", f"{ctx.ws.root.name}/log/{it}", text,
-                   {"task": ctx.task.name, "iteration": it, "stage": int(entry.stage), "role": "logger",
-                    "score": report.accuracy if report else None, "kept": kept,
-                    "delta": report.accuracy - state["baseline"].accuracy if report else None})
-    record = IterationRecord(iteration=it, stage=state["stage"], objective=plan.objective,
-                             rows=manifest.rows if manifest else 0, method="; ".join(plan.changes),
-                             score=report.accuracy if report else None,
-                             delta_vs_base=report.accuracy - state["baseline"].accuracy if report else None,
-                             kept=kept, status=entry.status)
+    ctx.memory.add(
+        "log_entry",
+        f"{ctx.ws.root.name}/log/{it}",
+        text,
+        {
+            "task": ctx.task.name,
+            "iteration": it,
+            "stage": int(entry.stage),
+            "role": "logger",
+            "score": report.accuracy if report else None,
+            "kept": kept,
+            "delta": report.accuracy - state["baseline"].accuracy if report else None,
+        },
+    )
+    record = IterationRecord(
+        iteration=it,
+        stage=state["stage"],
+        objective=plan.objective,
+        rows=manifest.rows if manifest else 0,
+        method="; ".join(plan.changes),
+        score=report.accuracy if report else None,
+        delta_vs_base=report.accuracy - state["baseline"].accuracy if report else None,
+        kept=kept,
+        status=entry.status,
+    )
+    ctx.ws.iteration(it).record_json.write_text(record.model_dump_json(indent=2))
     history = [*state.get("history", []), record]
     stage = next_stage(state["stage"], history, state["baseline"].accuracy, ctx)
-    ctx.progress(f"logged iteration {it}: {entry.result}" + (f"; moving to stage {int(stage)}" if stage != state["stage"] else ""))
+    ctx.progress(
+        f"logged iteration {it}: {entry.result}"
+        + (f"; moving to stage {int(stage)}" if stage != state["stage"] else "")
+    )
     return {"history": [record], "stage": stage}
 
 
-def _best_before(state: dict, kept: bool):
+def _best_before(state: RunState, kept: bool) -> Best:
     """The best model before this iteration's evaluation (the evaluator already replaced it when kept)."""
-    from graph.state import Best
-
     if not kept:
         return state["best"]
     prior = [r for r in state.get("history", []) if r.kept]
@@ -108,11 +153,15 @@ def render_entry(entry: LogEntry) -> str:
     for name in FIELDS:
         label = name.replace("_", " ").capitalize()
         lines.append(f"- {label}: {getattr(entry, name)}")
-    lines.append("- Backbone note: decisions by the role backbones named in task/task_definition.md "
-                 "(`playbook` is the rule-based no-LLM baseline)")
+    lines.append(
+        "- Backbone note: decisions by the role backbones named in task/task_definition.md "
+        "(`playbook` is the rule-based no-LLM baseline)"
+    )
     return "\n".join(lines)
 
 
 def _train_config(k: TrainKnobs) -> str:
-    return (f"{k.finetuning_type} SFT from {k.start_from}, lr {k.learning_rate:g}, {k.epochs:g} epoch(s), "
-            f"batch {k.batch_size}, cutoff {k.cutoff_len}")
+    return (
+        f"{k.finetuning_type} SFT from {k.start_from}, lr {k.learning_rate:g}, {k.epochs:g} epoch(s), "
+        f"batch {k.batch_size}, cutoff {k.cutoff_len}"
+    )

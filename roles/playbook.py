@@ -6,27 +6,25 @@ knows which benchmark it is working on.
 
 from __future__ import annotations
 
-from graph.state import (
+from core.handoffs import (
     Best,
+    ConstructionRequest,
     DataKnobs,
     DataSelection,
     DatasetManifest,
     EvalReport,
+    Evidence,
     IterationPlan,
     SourceChoice,
     Stage,
     TrainKnobs,
+    ValidationFindings,
     ValidationVerdict,
 )
-from roles.policy import ConstructionRequest, Evidence
-from tools.validate import ValidationFindings
 
-# Seconds of full-SFT work per training row before any run has been timed (measured: ~8.7 s per step of 4 rows on
-# 2 CPU cores for the 135M student at cutoff 384; ~60 rows/s on an H100), and the share of the remaining budget a
-# single training run may take.
-DEFAULT_SECONDS_PER_ROW = {False: 2.5, True: 0.05}
-TRAIN_SHARE = 0.35
-FIRST_ROWS = {False: 160, True: 7473}
+CPU_FIRST_ROWS = 160
+"""On CPU the first run is kept small: it measures the training speed the later plans are sized by (160 rows of
+the 135M student took about 10 minutes on 2 cores). On GPU the first run takes all the budget affords."""
 EXPLORATION_ROUTES = ("include the evaluation's system block in training prompts", "train longer on the same data",
                       "lower learning rate with more data")
 
@@ -35,22 +33,31 @@ class Playbook:
     name = "playbook"
 
     def plan(self, ev: Evidence) -> IterationPlan:
-        problems = [f"{m.label} ({m.category}, {m.count} samples)" for m in (ev.last_eval or ev.baseline).failure_modes[:3]]
+        problems = [
+            f"{m.label} ({m.category}, {m.count} samples)" for m in (ev.last_eval or ev.baseline).failure_modes[:3]
+        ]
         problems = problems or ["no failures observed at the last evaluation"]
-        cap = self._affordable_rows(ev)
+        cap = ev.affordable_rows
         last = ev.last_plan
         if last is None:
-            data = DataKnobs(max_rows=min(FIRST_ROWS[ev.on_gpu], cap))
-            train = _first_train_knobs(ev.on_gpu)
+            data = DataKnobs(max_rows=min(cap, CPU_FIRST_ROWS) if not ev.on_gpu else cap)
+            train = _first_train_knobs(ev.on_gpu, ev.default_cutoff)
             return IterationPlan(
-                iteration=ev.iteration, stage=ev.stage, problems=problems,
+                iteration=ev.iteration,
+                stage=ev.stage,
+                problems=problems,
                 objective="teach the evaluation's answer format with supervised fine-tuning on the benchmark's "
-                          "train split, rendered exactly as the evaluation renders its prompts",
-                changes=[f"SFT on {data.max_rows} train-split rows rewritten to {ev.answer_format}",
-                         f"full fine-tuning, lr {train.learning_rate:g}, {train.epochs:g} epoch(s), from the base model"],
-                change_kind="both", success_criterion=f"development accuracy above the base model's "
-                                                      f"{ev.baseline.accuracy:.3f}", references=ev.memory_hits[:3],
-                data=data, train=train)
+                "training source, rendered exactly as the evaluation renders its prompts",
+                changes=[
+                    f"SFT on {data.max_rows} rows of the training source, written as {ev.answer_format}",
+                    f"full fine-tuning, lr {train.learning_rate:g}, {train.epochs:g} epoch(s), from the base model",
+                ],
+                change_kind="both",
+                success_criterion=f"development accuracy above the base model's {ev.baseline.accuracy:.3f}",
+                references=ev.memory_hits[:3],
+                data=data,
+                train=train,
+            )
         record = ev.history[-1] if ev.history else None
         improved = bool(record and record.kept)
         data, train = last.data.model_copy(), last.train.model_copy()
@@ -71,8 +78,7 @@ class Playbook:
                 train.learning_rate /= 2
                 data.max_rows *= 2
         else:
-            dominant = (ev.last_eval.failure_modes[0].category if ev.last_eval and ev.last_eval.failure_modes
-                        else "data")
+            dominant = ev.last_eval.failure_modes[0].category if ev.last_eval and ev.last_eval.failure_modes else "data"
             if improved:
                 train.start_from = "best"
                 changes.append("the last change helped: continue from the best checkpoint on fresh rows")
@@ -89,19 +95,17 @@ class Playbook:
         changes.append(f"{data.max_rows} rows (the budget allows about {cap})")
         kind = "both" if data != last.data and train != last.train else ("data" if data != last.data else "training")
         return IterationPlan(
-            iteration=ev.iteration, stage=ev.stage, problems=problems,
-            objective=changes[0], changes=changes, change_kind=kind,
+            iteration=ev.iteration,
+            stage=ev.stage,
+            problems=problems,
+            objective=changes[0],
+            changes=changes,
+            change_kind=kind,
             success_criterion=f"development accuracy above the best so far ({ev.best.score:.3f})",
-            references=ev.memory_hits[:3], data=data, train=train)
-
-    def _affordable_rows(self, ev: Evidence) -> int:
-        per_row = DEFAULT_SECONDS_PER_ROW[ev.on_gpu]
-        if ev.last_train and ev.history and ev.history[-1].rows:
-            per_row = ev.last_train.runtime_s / max(1.0, ev.history[-1].rows * (ev.last_plan.train.epochs
-                                                                               if ev.last_plan else 1))
-        eval_s = (ev.last_eval or ev.baseline).runtime_s
-        left = max(0.0, ev.budget_left_s - eval_s)
-        return max(8, int(left * TRAIN_SHARE / per_row))
+            references=ev.memory_hits[:3],
+            data=data,
+            train=train,
+        )
 
     def select(self, plan: IterationPlan, last_verdict: ValidationVerdict | None) -> DataSelection:
         sources = list(plan.data.sources)
@@ -113,57 +117,83 @@ class Playbook:
             sources = ["benchmark_train"]
             risks.append(f"fell back to the benchmark's train split: {'; '.join(last_verdict.reasons)}")
         return DataSelection(
-            target_behaviours=["the evaluation's prompt and answer format", "step-by-step worked solutions"],
-            sources=[SourceChoice(name=s, reason="in-distribution worked solutions for the benchmark's task"
-                                  if s == "benchmark_train" else "requested by the plan", max_rows=plan.data.max_rows)
-                     for s in sources],
-            risks=risks)
+            target_behaviours=["the evaluation's prompt and answer format", "responses like the reference solutions"],
+            sources=[
+                SourceChoice(
+                    name=s,
+                    reason="in-distribution examples of the benchmark's task"
+                    if s == "benchmark_train"
+                    else "requested by the plan",
+                    max_rows=plan.data.max_rows,
+                )
+                for s in sources
+            ],
+            risks=risks,
+        )
 
-    def construction(self, plan: IterationPlan, selection: DataSelection,
-                     last_verdict: ValidationVerdict | None) -> ConstructionRequest:
+    def construction(
+        self, plan: IterationPlan, selection: DataSelection, last_verdict: ValidationVerdict | None
+    ) -> ConstructionRequest:
         knobs = plan.data.model_copy()
         if last_verdict is None or last_verdict.decision != "back_to_construction":
             return ConstructionRequest(knobs=knobs)
         failed = {c.name for c in last_verdict.checks if not c.passed}
         note = f"rebuilding after validation failed: {', '.join(sorted(failed))}"
         if "alignment" in failed or "structure" in failed:
-            knobs.rewrite_answers, knobs.strip_annotations = True, True
-        return ConstructionRequest(knobs=knobs, exclude_ids=list(last_verdict.contaminated_ids), note=note)
+            knobs.rewrite_answers, knobs.options = True, {}  # back to the evaluation's format and the task's defaults
+        return ConstructionRequest(knobs=knobs, note=note)
 
     def judge(self, findings: ValidationFindings, manifest: DatasetManifest) -> ValidationVerdict:
         failed = [c for c in findings.checks if not c.passed]
         contaminated = sorted(findings.contaminated)
         if findings.usable_rows == 0:
-            return ValidationVerdict(decision="back_to_selection", checks=findings.checks,
-                                     reasons=["no usable rows: the selected sources cannot support the target data"])
+            return ValidationVerdict(
+                decision="back_to_selection",
+                checks=findings.checks,
+                reasons=["no usable rows: the selected sources cannot support the target data"],
+            )
         if failed:
-            return ValidationVerdict(decision="back_to_construction", checks=findings.checks,
-                                     reasons=[f"{c.name}: {c.detail}" for c in failed], contaminated_ids=contaminated)
-        return ValidationVerdict(decision="approve", checks=findings.checks,
-                                 reasons=[f"{manifest.rows} rows pass structure, alignment, content and "
-                                          "decontamination checks"])
+            return ValidationVerdict(
+                decision="back_to_construction",
+                checks=findings.checks,
+                reasons=[f"{c.name}: {c.detail}" for c in failed],
+                contaminated_ids=contaminated,
+            )
+        return ValidationVerdict(
+            decision="approve",
+            checks=findings.checks,
+            reasons=[f"{manifest.rows} rows pass structure, alignment, content and decontamination checks"],
+        )
 
     def train_knobs(self, plan: IterationPlan, manifest: DatasetManifest) -> TrainKnobs:
         return plan.train
 
-    def analyse(self, plan: IterationPlan, report: EvalReport | None, best_before: Best,
-                failure: str | None) -> tuple[str, str]:
+    def analyse(
+        self, plan: IterationPlan, report: EvalReport | None, best_before: Best, failure: str | None
+    ) -> tuple[str, str]:
         if report is None:
-            return (f"the iteration did not reach evaluation: {failure}",
-                    "retry with a halved learning rate and check the training log named in Artifacts")
+            return (
+                f"the iteration did not reach evaluation: {failure}",
+                "retry with a halved learning rate and check the training log named in Artifacts",
+            )
         delta = report.accuracy - best_before.score
         top = report.failure_modes[0] if report.failure_modes else None
         verdict = "supported" if delta > 0 else "not supported"
-        analysis = (f"accuracy {report.accuracy:.3f} vs best {best_before.score:.3f} ({delta:+.3f}); hypothesis "
-                    f"'{plan.objective}' {verdict}")
+        analysis = (
+            f"accuracy {report.accuracy:.3f} vs best {best_before.score:.3f} ({delta:+.3f}); hypothesis "
+            f"'{plan.objective}' {verdict}"
+        )
         if top:
             analysis += f"; most common failure now: {top.label} ({top.category}, {top.count})"
-        nxt = ("keep this checkpoint and scale the data that helped" if delta > 0 else
-               "discard this checkpoint; change one setting that targets the dominant failure")
+        nxt = (
+            "keep this checkpoint and scale the data that helped"
+            if delta > 0
+            else "discard this checkpoint; change one setting that targets the dominant failure"
+        )
         return analysis, nxt
 
 
-def _first_train_knobs(on_gpu: bool) -> TrainKnobs:
+def _first_train_knobs(on_gpu: bool, cutoff_len: int) -> TrainKnobs:
     if on_gpu:
-        return TrainKnobs(learning_rate=1e-5, epochs=2, batch_size=16, cutoff_len=1024)
-    return TrainKnobs(learning_rate=5e-5, epochs=1, batch_size=4, cutoff_len=384)
+        return TrainKnobs(learning_rate=1e-5, epochs=2, batch_size=16, cutoff_len=max(cutoff_len, 1024))
+    return TrainKnobs(learning_rate=5e-5, epochs=1, batch_size=4, cutoff_len=cutoff_len)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from graph.context import RunContext
-from graph.state import TrainResult
+from core.errors import TrainingFailed
+from core.handoffs import TrainResult
+from core.state import RunState
+from roles import rules
+from roles.context import RunContext
+from tools.export import export_model
 from tools.guards import check_start_checkpoint, write_lineage
-from tools.train import TrainConfig, TrainingFailed, check_config, export_model, run_training, validation_run
+from tools.llamafactory import TrainConfig, check_config, run_training, validation_run
 
 
 def _every_tenth(say):
@@ -30,12 +34,14 @@ def _every_tenth(say):
     return filtered
 
 
-def node(state: dict, ctx: RunContext) -> dict:
+def node(state: RunState, ctx: RunContext) -> dict:
     plan, manifest, best = state["plan"], state["manifest"], state["best"]
     knobs = ctx.policy("trainer").train_knobs(plan, manifest)
+    rules.enforce("trainer", rules.train_problems(knobs, plan))
     start = best.model_dir if knobs.start_from == "best" and best.iteration > 0 else ctx.base_model
     lineage = check_start_checkpoint(start, ctx.base_model, ctx.ws)
-    train_dir = ctx.ws.iteration_dir(state["iteration"]) / "train"
+    paths = ctx.ws.iteration(state["iteration"])
+    train_dir = paths.train
     train_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig.for_device(
         on_gpu=ctx.on_gpu, model_name_or_path=start, finetuning_type=knobs.finetuning_type,
@@ -51,9 +57,10 @@ def node(state: dict, ctx: RunContext) -> dict:
         run = run_training(cfg, train_dir, _every_tenth(ctx.progress))
     except TrainingFailed as e:
         # A failed run is evidence for the log and the next plan; the log file keeps the whole story.
-        ctx.progress(f"training failed: {e}")
-        return {"failure": f"training failed: {e} (log: {e.log_path})"}
-    model_dir = train_dir / "model"
+        ctx.progress(f"training failed: {e.summary}")
+        tail = " | ".join(line.strip() for line in e.log_tail[-3:])
+        return {"failure": f"training failed: {e.summary}; last lines: {tail} (log: {e.log_path})"}
+    model_dir = paths.model
     export_model(Path(cfg.output_dir), model_dir, base_model=start)
     write_lineage(model_dir, lineage)
     shutil.rmtree(cfg.output_dir)  # the export holds the weights; keep one copy per iteration
@@ -61,6 +68,7 @@ def node(state: dict, ctx: RunContext) -> dict:
         model_dir=str(model_dir), start_checkpoint=start, lineage=lineage,
         config_path=str(train_dir / "llamafactory.yaml"), command=(train_dir / "command.txt").read_text().strip(),
         log_path=str(run.log_path), train_loss=run.train_loss, runtime_s=round(run.runtime_s, 1),
-        steps=run.steps or 0, validation_run=f"{check.steps} steps, loss {check.train_loss}", knobs=knobs)
+        steps=run.steps or 0, validation_run=f"{check.steps} steps, loss {check.train_loss}", knobs=knobs,
+        rows=manifest.rows)
     ctx.progress(f"trained: loss {run.train_loss}, {run.steps} steps in {run.runtime_s:.0f}s")
-    return {"train_result": result}
+    return {"train_result": result, "last_train": result}

@@ -1,22 +1,38 @@
-"""The interface every benchmark implements. The graph and the roles only ever talk to a `BenchmarkTask`."""
+"""The interface every benchmark implements. Nothing outside `tasks/` knows which benchmark it is working on: the
+roles and tools ask the task for its data, its prompts, its answer format, its evaluation and its wording.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+from core.errors import InputError
 
 if TYPE_CHECKING:
     import inspect_ai
 
+    from core.handoffs import DataKnobs
 
-class InputError(ValueError):
-    """Bad user input (unknown task, missing path, malformed data): reported in one line, exit code 2."""
+__all__ = ["BenchmarkTask", "GenerationSettings", "InputError", "MaxTokens", "TrainingExample", "read_jsonl",
+           "sample_floor"]
+
+
+@dataclass(frozen=True)
+class MaxTokens:
+    """A benchmark's generation budget as PostTrainBench runs it: the default, then lower ones the final evaluation
+    retries with when an attempt fails; and the cap of the CPU profile (scores under it are not canonical)."""
+
+    canonical: int
+    cascade: tuple[int, ...]
+    cpu: int
 
 
 class GenerationSettings(BaseModel):
@@ -30,6 +46,8 @@ class GenerationSettings(BaseModel):
     defaults, as PostTrainBench runs them."""
     canonical: bool = True
     """False when a CPU profile caps max_tokens below the benchmark's own; such scores are not canonical."""
+    cascade: tuple[int, ...] = ()
+    """Lower max_tokens the final evaluation falls back to, in order, when an attempt fails."""
 
 
 @dataclass(frozen=True)
@@ -37,35 +55,45 @@ class TrainingExample:
     """One supervised example, as the model will see it at evaluation time."""
 
     messages: list[dict[str, str]]
-    """Chat messages up to and including the user turn (system few-shot included when asked for)."""
+    """Chat messages up to and including the user turn (the evaluation's system message when asked for)."""
     response: str
     source_id: str
     input_text: str
-    """The sample's own input (e.g. the question), as the canonical dataset holds it."""
+    """The row's own input (e.g. the question), as the source holds it: with `response`, what decontamination
+    reads (never our rendering, whose fixed instruction text every row shares)."""
+
+    @property
+    def decontam_text(self) -> str:
+        return f"{self.input_text}\n{self.response}"
 
 
 def sample_floor(benchmark_size: int) -> int:
-    """The fewest samples any comparison may use: max(32, ceil(5% of the benchmark)), capped at its size."""
-    return min(benchmark_size, max(32, math.ceil(0.05 * benchmark_size)))
+    """The fewest samples any comparison may use: max(32, ceil(5% of the benchmark))."""
+    return max(32, math.ceil(0.05 * benchmark_size))
 
 
-def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Read a JSONL file strictly; a malformed line is an `InputError` naming the file and line."""
     if not path.is_file():
         raise InputError(f"data file not found: {path}")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"malformed JSON in {path}:{lineno}: {e.msg}") from None
-            missing = [k for k in required if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise InputError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            rows.append(row)
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"malformed JSON in {path}:{lineno}: {e.msg}") from None
+                missing = [k for k in required if not isinstance(row, dict) or k not in row]
+                if missing:
+                    raise InputError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+                rows.append(row)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
     if not rows:
         raise InputError(f"no rows in {path}")
     return rows
@@ -80,40 +108,92 @@ def _user(text: str):
 class BenchmarkTask(ABC):
     """A benchmark: its data, its canonical inspect-ai task, its answer format and its generation settings."""
 
-    name: str
-    description: str
-    answer_line_hint: str
-    """How the final answer must appear, in words, for prompts and validation reports."""
+    name: ClassVar[str]
+    description: ClassVar[str]
+    answer_line_hint: ClassVar[str]
+    """How the final answer must appear, in words, for prompts, plans and validation reports."""
+    metric: ClassVar[str] = "accuracy"
+    """What the score is, in the benchmark's own words (always in [0, 1], higher is better)."""
+    eval_modules: ClassVar[tuple[str, ...]] = ()
+    """The modules or packages, outside `tasks/`, that this benchmark's evaluation goes through (inspect-evals'
+    task package): checksummed at the start of a run with the rest of the evaluation code."""
+    max_tokens: ClassVar[MaxTokens]
+    train_cutoff: ClassVar[int] = 384
+    """Tokens a training row of this benchmark needs (prompt and response): the first plan's cutoff on CPU."""
+    construction_options: ClassVar[Mapping[str, tuple[bool, str]]] = {}
+    """The benchmark's own construction switches: name → (default, what it does)."""
+    train_source: ClassVar[str] = "the benchmark's train split"
+    """What `benchmark_train` means for this benchmark, in words."""
+    needs_judge: ClassVar[bool] = False
+    """Scored by a judge model: a run needs --judge."""
 
-    def __init__(self, data_dir: Path | None):
+    def __init__(self, data_dir: Path | None, *, judge: str | None = None):
         self.data_dir = data_dir
+        self.judge = judge
+
+    # -- data ----------------------------------------------------------------------------------------------
 
     @abstractmethod
-    def load_rows(self, split: str) -> list[dict[str, Any]]:
-        """Raw rows of a split (`train` or `test`), from `data_dir` when given, else from the hub."""
+    def load_test(self) -> list[dict[str, Any]]:
+        """The raw test rows, from `data_dir` when given, else from the hub (pinned revision)."""
+
+    @abstractmethod
+    def load_train(self) -> list[dict[str, Any]]:
+        """The raw rows of the default training source (`benchmark_train`), never the test set."""
+
+    def test_row_problem(self, row: dict[str, Any]) -> str | None:
+        """Why a test row cannot be evaluated (checked for every row at start, so a bad file fails at once)."""
+        return None
+
+    def row_ok(self, row: dict[str, Any]) -> bool:
+        """Whether a training-source row can become a training example (non-empty input and reference)."""
+        return True
+
+    def dedup_text(self, row: dict[str, Any]) -> str:
+        """The text two rows must not share to count as different (the row's input)."""
+        return json.dumps(row, sort_keys=True)
+
+    @abstractmethod
+    def training_example(self, row: dict[str, Any], knobs: DataKnobs) -> TrainingExample:
+        """A training-source row rendered in the evaluation's own prompt and (with `knobs.rewrite_answers`) its
+        answer format."""
+
+    @abstractmethod
+    def test_texts(self) -> dict[str, str]:
+        """Test text per sample id (the input and the reference answer), for decontamination."""
+
+    def option(self, knobs: DataKnobs, name: str) -> bool:
+        return knobs.options.get(name, self.construction_options[name][0])
+
+    # -- evaluation ----------------------------------------------------------------------------------------
 
     @abstractmethod
     def inspect_task(self) -> inspect_ai.Task:
         """The benchmark's canonical inspect-ai task (its solver unchanged) with the task's final scorer."""
 
-    @abstractmethod
     def generation(self, on_gpu: bool) -> GenerationSettings:
-        """Generation settings for the evaluation; the CPU profile may cap max_tokens (then not canonical)."""
-
-    @abstractmethod
-    def training_example(self, row: dict[str, Any], *, with_system: bool, strip_annotations: bool,
-                         rewrite: bool = True) -> TrainingExample:
-        """A train-split row rendered in the evaluation's own prompt and (when `rewrite`) answer format."""
+        """Generation settings for the evaluation; the CPU profile caps max_tokens (then not canonical)."""
+        m = self.max_tokens
+        if on_gpu:
+            return GenerationSettings(max_tokens=m.canonical, cascade=m.cascade)
+        return GenerationSettings(max_tokens=m.cpu, greedy=True, canonical=False)
 
     @abstractmethod
     def answer_ok(self, response: str) -> bool:
-        """Whether a response ends with the answer line the scorer reads."""
+        """Whether a response carries an answer in the form the scorer reads."""
 
-    @abstractmethod
-    def test_texts(self) -> dict[str, str]:
-        """Test-split text per sample id (question and reference answer), for decontamination."""
+    def failure_label(self, sample: dict[str, Any]) -> tuple[str, str] | None:
+        """A benchmark's own label and category for a wrong sample whose output is present, ended normally and
+        has an answer in the expected form (None: the generic "answer present but wrong")."""
+        return None
 
-    def eval_messages(self, input_text: str) -> list[dict[str, str]]:
+    def sample_value(self, score: Any) -> float:
+        """One sample's score as a number in [0, 1] (inspect's "C"/"I" letters, or a numeric value)."""
+        from inspect_ai.scorer import value_to_float
+
+        return float(value_to_float()(score.value))
+
+    def prompt_messages(self, input_text: str) -> list[dict[str, str]]:
         """The chat messages the canonical solver sends for one sample input, rendered by that solver itself."""
         import asyncio
 
@@ -135,15 +215,17 @@ class BenchmarkTask(ABC):
         return [str(s.input) for s in self.inspect_task().dataset[:n]]
 
     def _prompt_solvers(self) -> list[Any]:
-        """The canonical task's solvers before generation: they shape the model-facing prompt."""
+        """The canonical task's solvers before generation: they shape the model-facing prompt. A task whose
+        solver is a bare `generate()` has none."""
         if not hasattr(self, "_solvers"):
-            steps = list(self.inspect_task().solver)  # a Chain of solvers
-            cut = next(i for i, s in enumerate(steps) if "generate" in getattr(s, "__qualname__", ""))
+            solver = self.inspect_task().solver
+            steps = list(solver) if hasattr(solver, "__iter__") else [solver]
+            cut = next((i for i, s in enumerate(steps) if "generate" in getattr(s, "__qualname__", "")), len(steps))
             self._solvers = steps[:cut]
         return self._solvers
 
     def benchmark_size(self) -> int:
-        return len(self.load_rows("test"))
+        return len(self.load_test())
 
     def sample_floor(self) -> int:
         return sample_floor(self.benchmark_size())

@@ -5,31 +5,65 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
-from tasks.base import BenchmarkTask, GenerationSettings, InputError, TrainingExample, read_jsonl
+from tasks.base import BenchmarkTask, InputError, MaxTokens, TrainingExample, read_jsonl
 from tasks.scoring import exact_last_number
+
+if TYPE_CHECKING:
+    from core.handoffs import DataKnobs
 
 HUB_DATASET = "openai/gsm8k"
 HUB_REVISION = "cc7b047b6e5bb11b4f1af84efc572db110a51b3c"
-CANONICAL_MAX_TOKENS = 4000  # PostTrainBench's final evaluation
-CPU_MAX_TOKENS = 256  # embedded CPU profile: a 135M model on 2 cores cannot afford 4000; scores are then not canonical
 ANSWER_LINE = re.compile(r"(?:^|\n)ANSWER: *(-?[\d,]*\.?\d+)\s*$")
 CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
+NUMBER = re.compile(r"-?[\d,]*\.?\d+")
 
 
 class GSM8K(BenchmarkTask):
     name = "gsm8k"
     description = "Grade-school math word problems; the score is exact match of the final number."
     answer_line_hint = 'the reasoning, then a last line of the form "ANSWER: <number>"'
+    eval_modules = ("inspect_evals.gsm8k",)
+    # PostTrainBench: 4000, then 3000 and 2000 on failure. The CPU profile's 256 fits a 135M model on 2 cores
+    # (scores are then not canonical).
+    max_tokens = MaxTokens(canonical=4000, cascade=(3000, 2000), cpu=256)
+    train_cutoff = 384
+    construction_options = {
+        "strip_annotations": (True, "Drop the calculator notes (<<48/2=24>>) of the reference solutions: the "
+                                    "evaluation's own worked examples never show them."),
+    }
 
-    def load_rows(self, split: str) -> list[dict[str, Any]]:
+    def load_test(self) -> list[dict[str, Any]]:
+        return self._rows("test")
+
+    def load_train(self) -> list[dict[str, Any]]:
+        return self._rows("train")
+
+    def _rows(self, split: str) -> list[dict[str, Any]]:
         if self.data_dir is not None:
             return _read_local(self.data_dir, split)
         from datasets import load_dataset  # heavy; only on the hub path
 
         return list(load_dataset(HUB_DATASET, "main", split=split, revision=HUB_REVISION))
+
+    def test_row_problem(self, row: dict[str, Any]) -> str | None:
+        answer = row.get("answer")
+        if not isinstance(row.get("question"), str) or not isinstance(answer, str):
+            return "question and answer must be strings"
+        if "####" not in answer or not NUMBER.fullmatch(answer.split("####")[-1].strip()):
+            return "the answer does not end with '#### <number>'"
+        return None
+
+    def row_ok(self, row: dict[str, Any]) -> bool:
+        q, a = row.get("question"), row.get("answer")
+        return (isinstance(q, str) and isinstance(a, str) and bool(q.strip()) and "####" in a
+                and bool(a.split("####")[-1].strip()))
+
+    def dedup_text(self, row: dict[str, Any]) -> str:
+        return str(row.get("question", ""))
 
     def inspect_task(self):
         if getattr(self, "_task", None) is None:
@@ -44,24 +78,18 @@ class GSM8K(BenchmarkTask):
             task = upstream.gsm8k()
         return task_with(task, scorer=exact_last_number())
 
-    def generation(self, on_gpu: bool) -> GenerationSettings:
-        if on_gpu:
-            return GenerationSettings(max_tokens=CANONICAL_MAX_TOKENS)
-        return GenerationSettings(max_tokens=CPU_MAX_TOKENS, greedy=True, canonical=False)
-
-    def training_example(self, row: dict[str, Any], *, with_system: bool, strip_annotations: bool,
-                         rewrite: bool = True) -> TrainingExample:
+    def training_example(self, row: dict[str, Any], knobs: DataKnobs) -> TrainingExample:
         from inspect_evals.gsm8k.gsm8k import record_to_sample
 
         sample = record_to_sample(row)
-        messages = self.eval_messages(sample.input)
-        if not with_system:
+        messages = self.prompt_messages(sample.input)
+        if not knobs.with_system:
             messages = [m for m in messages if m["role"] != "system"]
         reasoning = sample.metadata["reasoning"]
-        if strip_annotations:
+        if self.option(knobs, "strip_annotations"):
             reasoning = CALCULATOR_NOTE.sub("", reasoning)
         # The same shape as the task's own few-shot answers: reasoning, blank line, answer line.
-        response = f"{reasoning}\n\nANSWER: {sample.target}" if rewrite else row["answer"]
+        response = f"{reasoning}\n\nANSWER: {sample.target}" if knobs.rewrite_answers else row["answer"]
         return TrainingExample(messages, response, str(sample.id), str(sample.input))
 
     def answer_ok(self, response: str) -> bool:
@@ -71,7 +99,7 @@ class GSM8K(BenchmarkTask):
         from inspect_evals.gsm8k.gsm8k import record_to_sample
 
         out = {}
-        for row in self.load_rows("test"):
+        for row in self.load_test():
             s = record_to_sample(row)
             out[str(s.id)] = f"{s.input}\n{row['answer']}"
         return out

@@ -54,12 +54,12 @@ def make_tiny_model(source: Path, out: Path) -> Path:
 @pytest.fixture
 def make_context(tmp_path: Path, data_dir: Path, tiny_model_dir: Path):
     """A real run context (task, workspace, memory, playbook policies) around the tiny model."""
+    from core.settings import RunSettings
     from graph.run import build_context
-    from graph.settings import RunSettings
 
     def make(**overrides):
         fields = dict(workspace=tmp_path / "ws", data_dir=data_dir, base_model=str(tiny_model_dir), device="cpu")
-        settings = RunSettings(**{**fields, **overrides})
+        settings = RunSettings(**{"task": "gsm8k", **fields, **overrides})
         settings.save()
         return build_context(settings)
 
@@ -68,7 +68,7 @@ def make_context(tmp_path: Path, data_dir: Path, tiny_model_dir: Path):
 
 def eval_report_stub(accuracy: float = 0.0):
     """A baseline report as state (no evaluation ran): enough for the nodes after the planner."""
-    from graph.state import EvalReport
+    from core.handoffs import EvalReport
 
     return EvalReport(model_dir="base", model_sha256="-", accuracy=accuracy, stderr=0.0, n=66, limit=66,
                       canonical=False, max_tokens=256, provider="hf", log_path="-", metrics_path="-",

@@ -8,70 +8,29 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import Field
-
 from conftest import eval_report_stub
-from graph.state import (Best, Check, DataKnobs, DataSelection, FailureMode, IterationPlan, SourceChoice, Stage,
-                         TrainKnobs, ValidationVerdict)
-from roles.agent import AgentPolicy, HandoffFailed
+from fakes import ScriptedChatModel, call, scripted, tool_results
+from langchain_core.messages import AIMessage, ToolMessage
+
+from core.errors import HandoffFailed
+from core.handoffs import (
+    Best,
+    Check,
+    DataKnobs,
+    DataSelection,
+    Evidence,
+    FailureMode,
+    IterationPlan,
+    SourceChoice,
+    Stage,
+    TrainKnobs,
+    ValidationVerdict,
+)
+from roles.agent.policy import AgentPolicy
 from roles.llm import Backbone
-from roles.policy import Evidence
-
-
-class ScriptedChatModel(BaseChatModel):
-    """Replays queued AIMessages, recording what each request carried (messages, tool names, tool choice)."""
-
-    replies: list[AIMessage]
-    requests: list[dict[str, Any]] = Field(default_factory=list)
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
-        self.requests.append({"messages": list(messages), "tools": kwargs.get("tools", []),
-                              "tool_choice": kwargs.get("tool_choice")})
-        assert self.replies, "the script ran out of replies"
-        return ChatResult(generations=[ChatGeneration(message=self.replies.pop(0))])
-
-    def bind_tools(self, tools, *, tool_choice=None, **kwargs):
-        from langchain_core.utils.function_calling import convert_to_openai_tool
-
-        names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
-        return self.bind(tools=names, tool_choice=tool_choice, **kwargs)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-
-def call(tool_name: str, /, **args: Any) -> AIMessage:
-    return AIMessage("", tool_calls=[{"name": tool_name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}"}])
-
-
-def scripted(role: str, ctx, *replies: AIMessage, **limits) -> tuple[AgentPolicy, ScriptedChatModel]:
-    model = ScriptedChatModel(replies=list(replies))
-    policy = AgentPolicy(role, Backbone(spec="scripted", model=model), **limits)
-    if ctx is not None:
-        policy.attach(ctx)
-    return policy, model
-
-
-def tool_results(model: ScriptedChatModel) -> dict[str, list[ToolMessage]]:
-    """Every ToolMessage the model was shown, by tool name."""
-    out: dict[str, list[ToolMessage]] = {}
-    seen = set()
-    for request in model.requests:
-        for m in request["messages"]:
-            if isinstance(m, ToolMessage) and m.tool_call_id not in seen:
-                seen.add(m.tool_call_id)
-                out.setdefault(m.name, []).append(m)
-    return out
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Real inputs: a run context, evidence, datasets built and validated by the real tools
@@ -79,10 +38,10 @@ def tool_results(model: ScriptedChatModel) -> dict[str, list[ToolMessage]]:
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory, data_dir, tiny_model_dir):
+    from core.settings import RunSettings
     from graph.run import build_context
-    from graph.settings import RunSettings
 
-    settings = RunSettings(workspace=tmp_path_factory.mktemp("agents") / "ws", data_dir=data_dir,
+    settings = RunSettings(task="gsm8k", workspace=tmp_path_factory.mktemp("agents") / "ws", data_dir=data_dir,
                            base_model=str(tiny_model_dir), device="cpu")
     settings.save()
     return build_context(settings)
@@ -93,11 +52,17 @@ def evidence(ctx, **overrides) -> Evidence:
         FailureMode(label="no answer line", category="inference_template", count=50,
                     examples=["The answer is 18 dollars."]),
         FailureMode(label="wrong final number", category="data", count=14, examples=["#### 17"])]})
+    from roles.budget import affordable_rows
+
     fields = dict(iteration=1, stage=Stage.LOCAL, on_gpu=False, budget_left_s=2700.0, baseline=base,
                   best=Best(model_dir=ctx.base_model, score=0.02, iteration=0), last_eval=None, history=[],
                   last_train=None, last_plan=None, memory_hits=[], task_description=ctx.task.description,
                   answer_format=ctx.task.answer_line_hint)
-    return Evidence(**{**fields, **overrides})
+    fields = {**fields, **overrides}
+    cap = affordable_rows(budget_left_s=fields["budget_left_s"], last_eval=fields["last_eval"] or base,
+                          last_train=fields["last_train"], last_plan=fields["last_plan"],
+                          default_cutoff=ctx.task.train_cutoff, on_gpu=False)
+    return Evidence(**{"affordable_rows": cap, **fields})
 
 
 def a_plan(**data) -> IterationPlan:
@@ -219,7 +184,7 @@ def test_selection_refuses_remote_api_sources_in_the_handoff(ctx):
     assert "remote model APIs" in tool_results(model)["handoff"][0].text
 
 
-def test_construction_previews_a_sample_and_always_excludes_contaminated_ids(ctx):
+def test_construction_previews_a_sample_and_leaves_exclusions_to_the_node(ctx):
     verdict = ValidationVerdict(decision="back_to_construction", reasons=["decontamination: 2 rows"],
                                 checks=[Check(name="decontamination", passed=False, detail="2 rows share a 13-gram")],
                                 contaminated_ids=["gsm8k_aaaa", "gsm8k_bbbb"])
@@ -233,8 +198,9 @@ def test_construction_previews_a_sample_and_always_excludes_contaminated_ids(ctx
 
     request = policy.construction(a_plan(max_rows=24), selection, verdict)
 
-    assert request.exclude_ids == ["gsm8k_aaaa", "gsm8k_bbbb"]  # excluded whatever the model said
-    assert request.knobs == DataKnobs(sources=["benchmark_train"], max_rows=24, seed=7)
+    assert request.exclude_ids == []  # the construction node excludes them, whatever any policy says
+    assert request.knobs == DataKnobs(sources=["benchmark_train"], max_rows=24, seed=7,
+                                      options={"strip_annotations": True})  # the task's default, made explicit
     seen = tool_results(model)
     preview = json.loads(seen["preview_rendered_sample"][0].text)
     assert preview["response_has_answer_line"] and preview["evaluation_messages"]
@@ -266,38 +232,54 @@ def test_repeated_invalid_handoffs_fail_cleanly(ctx, contaminated):
     approve = call("handoff", decision="approve", reasons=["fine"])
     policy, model = scripted("data_validation", ctx, *[approve.model_copy(update={"tool_calls": [
         {**approve.tool_calls[0], "id": f"c{i}"}]}) for i in range(4)], max_invalid=3)
-    with pytest.raises(HandoffFailed, match="data_validation: 4 invalid handoffs.*decontamination"):
+    with pytest.raises(HandoffFailed,
+                       match=r"data_validation gave no valid handoff \(4 invalid handoffs.*decontamination"):
         policy.judge(findings, manifest)
     assert len(model.requests) == 4
 
 
 def test_clean_data_is_approved_then_trained_then_logged(ctx, clean):
     manifest, findings = clean
-    judge, _ = scripted("data_validation", ctx, call("read_findings"), call("read_validation_report", max_chars=800),
-                        call("handoff", decision="approve", reasons=["all four checks pass on 16 rows"]))
+    judge, _ = scripted(
+        "data_validation",
+        ctx,
+        call("read_findings"),
+        call("read_validation_report", max_chars=800),
+        call("handoff", decision="approve", reasons=["all four checks pass on 16 rows"]),
+    )
     verdict = judge.judge(findings, manifest)
     assert verdict.decision == "approve" and verdict.checks == findings.checks and verdict.contaminated_ids == []
 
     plan = a_plan(max_rows=16)
     trainer, model = scripted(
-        "trainer", ctx,
+        "trainer",
+        ctx,
         call("training_bounds"),
         call("propose_knobs", learning_rate=5e-5, epochs=2, batch_size=4, cutoff_len=256),
-        call("handoff", learning_rate=5e-5, epochs=2, batch_size=4, cutoff_len=1024))
+        call("handoff", learning_rate=5e-5, epochs=2, batch_size=4, cutoff_len=1024),
+    )
     knobs = trainer.train_knobs(plan, manifest)
     assert knobs == TrainKnobs(learning_rate=5e-5, epochs=2, batch_size=4, cutoff_len=1024)
     seen = tool_results(model)
     assert json.loads(seen["training_bounds"][0].text)["bounds"]["cutoff_len"]["minimum"] == 1024
     assert seen["propose_knobs"][0].text.startswith("problems: cutoff_len 256")
 
-    report = eval_report_stub(0.09).model_copy(update={"failure_modes": [
-        FailureMode(label="wrong final number", category="data", count=40, examples=["#### 17"])]})
+    report = eval_report_stub(0.09).model_copy(
+        update={
+            "failure_modes": [FailureMode(label="wrong final number", category="data", count=40, examples=["#### 17"])]
+        }
+    )
     logger, model = scripted(
-        "logger", ctx,
+        "logger",
+        ctx,
         call("read_eval_result"),
-        call("handoff", analysis="accuracy 0.09 vs best 0.02 (+0.07): the answer-line hypothesis held; wrong "
-                                 "final numbers now dominate (40)",
-             next_action="keep this checkpoint and double the worked solutions"))
+        call(
+            "handoff",
+            analysis="accuracy 0.09 vs best 0.02 (+0.07): the answer-line hypothesis held; wrong "
+            "final numbers now dominate (40)",
+            next_action="keep this checkpoint and double the worked solutions",
+        ),
+    )
     analysis, next_action = logger.analyse(plan, report, Best(model_dir="base", score=0.02, iteration=0), None)
     assert analysis.startswith("accuracy 0.09") and next_action.startswith("keep")
     assert json.loads(tool_results(model)["read_eval_result"][0].text)["delta"] == 0.07
@@ -305,8 +287,14 @@ def test_clean_data_is_approved_then_trained_then_logged(ctx, clean):
 
 def test_step_limit_forces_the_handoff_and_prose_is_nudged(ctx, clean):
     manifest, findings = clean
-    policy, model = scripted("data_validation", ctx, AIMessage("I think the data is fine."), call("read_findings"),
-                             call("handoff", decision="approve", reasons=["all checks pass"]), max_steps=3)
+    policy, model = scripted(
+        "data_validation",
+        ctx,
+        AIMessage("I think the data is fine."),
+        call("read_findings"),
+        call("handoff", decision="approve", reasons=["all checks pass"]),
+        max_steps=3,
+    )
     assert policy.judge(findings, manifest).decision == "approve"
     assert [r["tool_choice"] for r in model.requests] == [None, None, "handoff"]
     assert "Reply with a tool call" in model.requests[1]["messages"][-1].text
@@ -314,20 +302,36 @@ def test_step_limit_forces_the_handoff_and_prose_is_nudged(ctx, clean):
 
 def test_malformed_handoff_json_is_asked_for_again(ctx, clean):
     manifest, findings = clean
-    broken = AIMessage("", invalid_tool_calls=[{"name": "handoff", "args": '{"decision": "appr', "id": "bad1",
-                                                "error": "unterminated string", "type": "invalid_tool_call"}])
-    policy, model = scripted("data_validation", ctx, broken,
-                             call("handoff", decision="approve", reasons=["all checks pass"]))
+    broken = AIMessage(
+        "",
+        invalid_tool_calls=[
+            {
+                "name": "handoff",
+                "args": '{"decision": "appr',
+                "id": "bad1",
+                "error": "unterminated string",
+                "type": "invalid_tool_call",
+            }
+        ],
+    )
+    policy, model = scripted(
+        "data_validation", ctx, broken, call("handoff", decision="approve", reasons=["all checks pass"])
+    )
     assert policy.judge(findings, manifest).decision == "approve"
     assert "not valid JSON" in tool_results(model)["handoff"][0].text
 
 
 def test_local_style_backbones_only_ever_see_a_forced_handoff_in_plain_turns(ctx, clean):
     manifest, findings = clean
-    model = ScriptedChatModel(replies=[call("handoff", decision="back_to_selection", reasons=["x"] * 5),
-                                       call("handoff", decision="approve", reasons=["all checks pass"])])
-    policy = AgentPolicy("data_validation", Backbone(spec="local", model=model, force_handoff=True,
-                                                     plain_tool_turns=True))
+    model = ScriptedChatModel(
+        replies=[
+            call("handoff", decision="back_to_selection", reasons=["x"] * 5),
+            call("handoff", decision="approve", reasons=["all checks pass"]),
+        ]
+    )
+    policy = AgentPolicy(
+        "data_validation", Backbone(spec="local", model=model, force_handoff=True, plain_tool_turns=True)
+    )
     policy.attach(ctx)
     assert policy.judge(findings, manifest).decision == "approve"
     assert [r["tool_choice"] for r in model.requests] == ["handoff", "handoff"]
@@ -346,22 +350,40 @@ def test_agent_decisions_run_as_nodes_of_the_checkpointed_graph(ctx):
 
     from graph.build import builder
 
-    selection = call("handoff", target_behaviours=["answer line"], risks=["leakage"],
-                     sources=[{"name": "benchmark_train", "reason": "in distribution", "max_rows": 16}])
+    selection = call(
+        "handoff",
+        target_behaviours=["answer line"],
+        risks=["leakage"],
+        sources=[{"name": "benchmark_train", "reason": "in distribution", "max_rows": 16}],
+    )
     agents = {
         "data_selection": scripted("data_selection", None, call("list_sources"), selection),
         "data_construction": scripted("data_construction", None, call("handoff", note="as planned")),
-        "data_validation": scripted("data_validation", None, call("read_findings"),
-                                    call("handoff", decision="approve", reasons=["every check passes"])),
+        "data_validation": scripted(
+            "data_validation",
+            None,
+            call("read_findings"),
+            call("handoff", decision="approve", reasons=["every check passes"]),
+        ),
     }
     run_ctx = replace(ctx, policies={**ctx.policies, **{role: policy for role, (policy, _) in agents.items()}})
     for policy, _ in agents.values():
         policy.attach(run_ctx)
     graph = builder().compile(checkpointer=InMemorySaver(), interrupt_after=["data_validation"])
     config = {"configurable": {"thread_id": "agents"}}
-    graph.update_state(config, {"stage": Stage.LOCAL, "iteration": 1, "plan": a_plan(max_rows=16),
-                                "baseline": eval_report_stub(), "data_rounds": 0, "spent_s": 0.0,
-                                "best": Best(model_dir=ctx.base_model, score=0.0, iteration=0)}, as_node="planner")
+    graph.update_state(
+        config,
+        {
+            "stage": Stage.LOCAL,
+            "iteration": 1,
+            "plan": a_plan(max_rows=16),
+            "baseline": eval_report_stub(),
+            "data_rounds": 0,
+            "spent_s": 0.0,
+            "best": Best(model_dir=ctx.base_model, score=0.0, iteration=0),
+        },
+        as_node="planner",
+    )
 
     graph.invoke(None, config, context=run_ctx)
 
@@ -413,19 +435,32 @@ def test_a_port_that_answers_but_is_no_openai_server_is_unreachable(tmp_path):
         server.shutdown()
 
 
-def test_a_backbone_that_goes_away_mid_run_stops_the_decision(monkeypatch, ctx, clean):
+def test_a_backbone_that_goes_away_mid_run_stops_the_decision_after_its_retries(monkeypatch, ctx, clean):
+    from core.settings import RetrySettings, RunSettings
     from roles.llm import BackboneUnreachable, load_backbone
 
     monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", "sk-test-SECRET-0123456789")
-    backbone = load_backbone(f"openai-compatible:http://127.0.0.1:{_closed_port()}/v1#m", check=False)
+    settings = RunSettings(
+        task="gsm8k",
+        workspace=Path("/tmp/unused"),
+        retry=RetrySettings(max_attempts=3, initial_wait_s=0.2, max_wait_s=0.5),
+    )
+    backbone = load_backbone(f"openai-compatible:http://127.0.0.1:{_closed_port()}/v1#m", settings, check=False)
+    lines: list[str] = []
+    policy = AgentPolicy("data_validation", backbone)
+    policy._say = lines.append
     t0 = time.monotonic()
     with pytest.raises(BackboneUnreachable, match="stopped answering") as err:
-        AgentPolicy("data_validation", backbone).judge(clean[1], clean[0])
+        policy.judge(clean[1], clean[0])
     assert time.monotonic() - t0 < 30 and "SECRET" not in str(err.value)
+    assert [line.split(";")[1].strip() for line in lines] == [
+        "retry 1/2 in " + lines[0].split(" in ")[1],
+        "retry 2/2 in " + lines[1].split(" in ")[1],
+    ]
 
 
 def test_keys_stay_out_of_reprs_dumps_and_settings(monkeypatch, tmp_path):
-    from graph.settings import RunSettings
+    from core.settings import RunSettings
     from roles.llm import load_backbone, parse_spec
 
     secret = "sk-test-SECRET-0123456789"
@@ -433,19 +468,29 @@ def test_keys_stay_out_of_reprs_dumps_and_settings(monkeypatch, tmp_path):
     spec = parse_spec("openai:gpt-4o-mini")
     assert spec.api_key.get_secret_value() == secret
     backbone = load_backbone("openai:gpt-4o-mini", check=False)
-    settings = RunSettings(workspace=tmp_path, backbone="openai:gpt-4o-mini")
+    settings = RunSettings(task="gsm8k", workspace=tmp_path, backbone="openai:gpt-4o-mini")
     settings.save()
-    shown = [repr(spec), str(spec), spec.model_dump_json(), repr(backbone), repr(backbone.model),
-             repr(AgentPolicy("planner", backbone)), (tmp_path / "run_settings.json").read_text()]
+    shown = [
+        repr(spec),
+        str(spec),
+        spec.model_dump_json(),
+        repr(backbone),
+        repr(backbone.model),
+        repr(AgentPolicy("planner", backbone)),
+        (tmp_path / "run_settings.json").read_text(),
+    ]
     assert not [s for s in shown if secret in s]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("gpt-4o", "unknown backbone"),
-    ("openai-compatible:localhost:8000#m", "expected openai-compatible:URL#MODEL"),
-    ("openai-compatible:http://127.0.0.1:8000/v1", "expected openai-compatible:URL#MODEL"),
-    ("openai:gpt-4o", r"needs an API key in \$OPENAI_API_KEY"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("gpt-4o", "unknown backbone"),
+        ("openai-compatible:localhost:8000#m", "expected openai-compatible:URL#MODEL"),
+        ("openai-compatible:http://127.0.0.1:8000/v1", "expected openai-compatible:URL#MODEL"),
+        ("openai:gpt-4o", r"needs an API key in \$OPENAI_API_KEY"),
+    ],
+)
 def test_malformed_specs_are_input_errors(spec, message, monkeypatch):
     from roles.llm import parse_spec
     from tasks.base import InputError
@@ -463,19 +508,29 @@ def test_every_role_has_a_prompt_and_rendering_is_strict():
     import jinja2
 
     from prompts import names, render
-    from tools.agent_tools import TOOLS
+    from roles.agent.tools import TOOLS
 
     assert set(names()) == {"planner", "data_selection", "data_construction", "data_validation", "trainer", "logger"}
     for name in names():
-        text = render(name, task_name="gsm8k", task_description="grade-school maths", answer_format="#### N",
-                      tools=TOOLS[name], max_steps=8, max_invalid=3)
+        text = render(
+            name,
+            task_name="gsm8k",
+            task_description="grade-school maths",
+            answer_format="#### N",
+            tools=TOOLS[name],
+            max_steps=8,
+            max_invalid=3,
+            options={"strip_annotations": (True, "Drop the calculator notes.")},
+        )
         assert "{{" not in text and "handoff" in text and "test split" in text
+        if name == "data_construction":
+            assert "`strip_annotations` (default true): Drop the calculator notes." in text
     with pytest.raises(jinja2.UndefinedError):
         render("planner", task_name="gsm8k")
 
 
 def test_tools_are_documented_and_hide_their_infrastructure():
-    from tools.agent_tools import TOOLS
+    from roles.agent.tools import TOOLS
 
     for role, tools in TOOLS.items():
         for tool in tools:
@@ -487,24 +542,31 @@ def test_tools_are_documented_and_hide_their_infrastructure():
 
 
 def test_no_handoff_or_tool_exposes_generation_settings():
-    from roles.agent import (AnalysisForm, VerdictForm, construction_form, plan_form, selection_form,
-                             train_form)
+    from roles.agent.forms import AnalysisForm, VerdictForm, construction_form, plan_form, selection_form, train_form
+    from roles.agent.tools import TOOLS
     from tasks.base import GenerationSettings
-    from tools.agent_tools import TOOLS
 
-    schemas = [f.model_json_schema() for f in (plan_form(None, 100), selection_form(100),
-                                                construction_form(DataKnobs()), VerdictForm,
-                                                train_form(TrainKnobs()), AnalysisForm)]
+    schemas = [
+        f.model_json_schema()
+        for f in (
+            plan_form(None, 100),
+            selection_form(100),
+            construction_form(DataKnobs()),
+            VerdictForm,
+            train_form(TrainKnobs()),
+            AnalysisForm,
+        )
+    ]
     schemas += [t.tool_call_schema.model_json_schema() for tools in TOOLS.values() for t in tools]
     text = json.dumps(schemas)
     for name in [*GenerationSettings.model_fields, "temperature", "top_p"]:
         assert f'"{name}"' not in text, name
 
 
-
 def test_weak_backbones_choose_sources_and_knobs_from_enums():
     """A grammar can hold a small model inside an enum but not inside a float range, nor to files that exist."""
-    from roles.agent import SOURCE_PATTERN, TRAIN_GRID, selection_form, train_form
+    from core.sources import PATTERN as SOURCE_PATTERN
+    from roles.agent.forms import TRAIN_GRID, selection_form, train_form
 
     names = selection_form(64, ["local:/data/extra.jsonl"], grid=True).model_json_schema()
     assert names["$defs"]["SourceForm"]["properties"]["name"]["enum"] == ["benchmark_train", "local:/data/extra.jsonl"]

@@ -55,10 +55,13 @@ def test_eval_limit_below_the_floor(data_dir, tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("args,pattern", [
     (("--role-backbone", "planner"), "ROLE=SPEC"),
     (("--role-backbone", "chef=playbook"), "unknown role"),
-    (("--resume", "/nonexistent/run"), "nothing to resume"),
 ])
 def test_bad_options(args, pattern, tmp_path):
     _assert_one_line_error(_run(*args, "--workspace", str(tmp_path / "w")), pattern)
+
+
+def test_nothing_to_resume(tmp_path):
+    _assert_one_line_error(_run("--resume", str(tmp_path / "nonexistent")), "nothing to resume")
 
 
 def test_config_file_is_checked_like_options(tmp_path):
@@ -106,3 +109,25 @@ def test_a_malformed_backbone_spec_leaves_no_run_behind(data_dir, tiny_model_dir
                                 str(ws), "--role-backbone", "planner=openai-compatible:no-url"),
                            "expected openai-compatible:URL#MODEL")
     assert not (ws / "run_settings.json").exists()  # the corrected command starts afresh
+
+
+def test_a_base_model_whose_config_does_not_parse(data_dir, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{broken")
+    _assert_one_line_error(_run("--data-dir", str(data_dir), "--base-model", str(model), "--workspace",
+                                str(tmp_path / "w")), f"base model {model}: its config does not load")
+    assert not (tmp_path / "w" / "run_settings.json").exists()
+
+
+def test_a_train_split_that_is_the_test_split_is_refused(data_dir, tmp_path):
+    """The evaluation's few-shot block is drawn from the train split: with test rows there, the baseline measured
+    memory (0.031 → 0.125 in a run that allowed it)."""
+    d = tmp_path / "data" / "gsm8k"
+    d.mkdir(parents=True)
+    test = (data_dir / "gsm8k" / "test.jsonl").read_text()
+    (d / "test.jsonl").write_text(test)
+    (d / "train.jsonl").write_text(test)
+    proc = _run("--data-dir", str(tmp_path / "data"), "--workspace", str(tmp_path / "w"))
+    _assert_one_line_error(proc, "1319 of the 1319 test items are also in the training source")
+    assert "the evaluation's system message holds 10 test items" in proc.stderr and "--allow-overlap" in proc.stderr

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import eval_report_stub
 from langgraph.checkpoint.memory import InMemorySaver
 
-from conftest import eval_report_stub
+from core.handoffs import Best, DataKnobs, IterationPlan, Stage, TrainKnobs
 from graph.build import builder
-from graph.state import Best, DataKnobs, IterationPlan, Stage, TrainKnobs
 
 
 def _plan(**data) -> IterationPlan:

@@ -40,7 +40,7 @@ def test_questions(gsm8k: GSM8K, test_texts: dict[str, str]) -> dict[str, str]:
     """Test id -> question alone (the id is inspect-evals' stable hash of the question)."""
     from inspect_evals.utils import create_stable_id
 
-    questions = {create_stable_id(r["question"], prefix="gsm8k"): r["question"] for r in gsm8k.load_rows("test")}
+    questions = {create_stable_id(r["question"], prefix="gsm8k"): r["question"] for r in gsm8k.load_test()}
     assert questions.keys() == test_texts.keys()
     return questions
 
@@ -53,7 +53,7 @@ def index(test_texts: dict[str, str]) -> NgramIndex:
 @pytest.fixture(scope="module")
 def train_rows(gsm8k: GSM8K) -> list[tuple[str, str]]:
     """The first 5,000 GSM8K train rows as (row id, question + answer)."""
-    return [(f"train-{i}", f"{r['question']}\n{r['answer']}") for i, r in enumerate(gsm8k.load_rows("train")[:N_TRAIN])]
+    return [(f"train-{i}", f"{r['question']}\n{r['answer']}") for i, r in enumerate(gsm8k.load_train()[:N_TRAIN])]
 
 
 def test_normalisation_ignores_case_unicode_forms_and_punctuation() -> None:

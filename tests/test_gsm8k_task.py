@@ -39,7 +39,7 @@ def test_rendering_matches_inspect_evals_byte_for_byte(monkeypatch, data_dir, tm
     assert len(log.samples) == 3
     for sample in log.samples:
         theirs = [{"role": m.role, "content": m.text} for m in sample.messages if m.role in ("system", "user")]
-        mine = ours.eval_messages(str(sample.input))
+        mine = ours.prompt_messages(str(sample.input))
         assert mine == theirs
         assert (tok.apply_chat_template(mine, tokenize=False, add_generation_prompt=True)
                 == tok.apply_chat_template(theirs, tokenize=False, add_generation_prompt=True))
@@ -55,7 +55,7 @@ def test_fewshot_examples_are_the_hub_path_ones(data_dir):
     shots = hf_dataset("json", data_files=str(data_dir / "gsm8k" / "train.jsonl"), split="train",
                        sample_fields=record_to_sample, shuffle=True, seed=42, limit=10)
     assert [s.id for s in shots][:3] == ["gsm8k_4058cf42", "gsm8k_f1a44773", "gsm8k_d2fa163b"]
-    system = get_task("gsm8k", data_dir).eval_messages("q")[0]
+    system = get_task("gsm8k", data_dir).prompt_messages("q")[0]
     assert system["role"] == "system" and all(str(s.input) in system["content"] for s in shots)
 
 
@@ -82,7 +82,7 @@ def test_scorer_in_the_task_is_exact(data_dir):
 
 
 def test_sample_floor():
-    assert sample_floor(1319) == 66 and sample_floor(100) == 32 and sample_floor(10) == 10 and sample_floor(1000) == 50
+    assert sample_floor(1319) == 66 and sample_floor(100) == 32 and sample_floor(10) == 32 and sample_floor(1000) == 50
 
 
 def test_unknown_task_lists_known_ones(data_dir):
@@ -94,4 +94,4 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, data_dir):
     (tmp_path / "gsm8k").mkdir()
     (tmp_path / "gsm8k" / "train.jsonl").write_text('{"question": "a", "answer": "b #### 1"}\n{"question": \n')
     with pytest.raises(InputError, match=r"train.jsonl:2"):
-        get_task("gsm8k", tmp_path).load_rows("train")
+        get_task("gsm8k", tmp_path).load_train()

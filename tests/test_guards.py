@@ -8,18 +8,21 @@ import sys
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+from core.errors import GuardViolation
+from core.handoffs import Best, Stage
 from graph.build import builder
-from graph.state import Best, Stage
 from tools import guards
-from tools.guards import GuardViolation
 
 
 def test_tampering_mid_run_stops_the_run_and_leaves_it_resumable(make_context, tmp_path, monkeypatch):
-    module = tmp_path / "evalcode" / "scorer_under_watch.py"
-    module.parent.mkdir()
+    """The guard checksums whole packages: editing any file of one, however deep, is caught."""
+    package = tmp_path / "evalcode" / "scorer_under_watch"
+    (package / "helpers").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    module = package / "helpers" / "threshold.py"
     module.write_text("THRESHOLD = 1\n")
-    monkeypatch.syspath_prepend(str(module.parent))
-    monkeypatch.setattr(guards, "EVAL_MODULES", (*guards.EVAL_MODULES, "scorer_under_watch"))
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.setattr(guards, "COMMON_EVAL_MODULES", (*guards.COMMON_EVAL_MODULES, "scorer_under_watch"))
     ctx = make_context()
     graph = builder().compile(checkpointer=InMemorySaver(), interrupt_after=["task_definition"])
     config = {"configurable": {"thread_id": "t"}}
@@ -27,7 +30,9 @@ def test_tampering_mid_run_stops_the_run_and_leaves_it_resumable(make_context, t
     assert str(module) in json.loads(ctx.ws.eval_checksums.read_text())
 
     module.write_text("THRESHOLD = 0  # an agent 'fixing' the scorer\n")
-    with pytest.raises(GuardViolation, match=r"modified since the run started: .*scorer_under_watch.py"):
+    with pytest.raises(
+        GuardViolation, match=r"modified since the run started: .*scorer_under_watch/helpers/threshold.py"
+    ):
         graph.invoke(None, config, context=ctx)
     snap = graph.get_state(config)
     assert snap.next == ("baseline_evaluation",)  # nothing was lost: --resume starts here again
@@ -36,22 +41,29 @@ def test_tampering_mid_run_stops_the_run_and_leaves_it_resumable(make_context, t
 
 def test_trainer_refuses_a_start_point_this_run_never_produced(make_context, tmp_path, tiny_model_dir):
     from conftest import eval_report_stub
-    from roles import trainer
     from test_data_edges import _plan
+
+    from roles import trainer
 
     ctx = make_context()
     foreign = tmp_path / "some-instruct-model"
     foreign.mkdir()
     (foreign / "config.json").write_text("{}")
     plan = _plan().model_copy(update={"train": _plan().train.model_copy(update={"start_from": "best"})})
-    state = {"stage": Stage.LOCAL, "iteration": 2, "plan": plan, "baseline": eval_report_stub(),
-             "manifest": None, "best": Best(model_dir=str(foreign), score=0.5, iteration=1)}
+    state = {
+        "stage": Stage.LOCAL,
+        "iteration": 2,
+        "plan": plan,
+        "baseline": eval_report_stub(),
+        "manifest": None,
+        "best": Best(model_dir=str(foreign), score=0.5, iteration=1),
+    }
     with pytest.raises(GuardViolation, match="only the base model"):
         trainer.node(state, ctx)
 
 
 def test_lineage_rules(tmp_path):
-    from graph.workspace import Workspace
+    from core.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
     own = ws.iteration_dir(1) / "train" / "model"
@@ -70,10 +82,11 @@ def test_lineage_rules(tmp_path):
 
 @pytest.mark.parametrize("source", ["https://api.example.com/v1#gpt", "openai:gpt-4o", "openai-compatible:http://x#m"])
 def test_remote_model_apis_are_refused_as_data_sources(source, data_dir):
+    from core.errors import SourceError
     from tasks import get_task
     from tools.data import load_source
 
-    with pytest.raises(GuardViolation, match="never to build training data"):
+    with pytest.raises(SourceError, match="never to build training data"):
         load_source(get_task("gsm8k", data_dir), source)
 
 
@@ -81,13 +94,18 @@ def test_cuda_visible_devices_reaches_children_untouched(monkeypatch):
     import subprocess
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
-                         env=guards.child_env(), capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
+        env=guards.child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "3"
 
 
 def test_generation_settings_cannot_be_set_by_a_role():
-    from graph.state import TrainKnobs
+    from core.handoffs import TrainKnobs
     from tasks.base import GenerationSettings
 
     with pytest.raises(ValueError):
@@ -98,7 +116,8 @@ def test_generation_settings_cannot_be_set_by_a_role():
 
 
 def test_comparisons_below_the_floor_are_refused():
-    from tools.evaluate import EvalRefused, check_limit
+    from core.errors import EvalRefused
+    from tools.evaluate import check_limit
 
     with pytest.raises(EvalRefused, match="floor is 66"):
         check_limit(50, 1319)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from graph.state import IterationPlan, ValidationVerdict
-from roles.agent import AgentPolicy
 # Module-scoped fixtures and helpers shared with the scripted-model tests.
 from test_agents import clean, contaminated, ctx, evidence  # noqa: F401
+
+from core.handoffs import IterationPlan, ValidationVerdict
+from roles.agent.policy import AgentPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,6 @@ def _posts(server) -> int:
 
 
 def test_local_planner_hands_off_a_valid_plan(ctx, local):  # noqa: F811
-    from roles.playbook import Playbook
 
     backbone, server = local
     ev = evidence(ctx)
@@ -54,7 +54,7 @@ def test_local_planner_hands_off_a_valid_plan(ctx, local):  # noqa: F811
 
     assert isinstance(plan, IterationPlan)
     assert (plan.iteration, plan.stage) == (ev.iteration, ev.stage)
-    assert 1 <= plan.data.max_rows <= Playbook()._affordable_rows(ev)  # the budget bound holds
+    assert 1 <= plan.data.max_rows <= ev.affordable_rows  # the budget bound holds
     assert _posts(server) > before  # decided over real HTTP calls
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from conftest import eval_report_stub
-from graph.state import Best, FailureMode, Stage
+
+from core.handoffs import Best, FailureMode, Stage
 from roles import planner
 
 

@@ -90,10 +90,9 @@ def test_matches_hf_on_tiny_model(tiny_model_dir: Path, data_dir: Path, tmp_path
 def test_matches_hf_on_embedded_model_10_shot(embedded_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
     """The real student, the canonical 10-shot prompt, the CPU profile's max_tokens: same completions, sample by
     sample."""
-    from tasks import get_task
-
     import torch
 
+    from tasks import get_task
     from tools.prefix_cache import default_threads
 
     max_tokens = get_task("gsm8k", data_dir).generation(on_gpu=False).max_tokens

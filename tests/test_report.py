@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from graph.state import EvalReport
+    from core.handoffs import EvalReport
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _eval_report(accuracy: float, model_dir: str, canonical: bool = False, n: int = 66) -> EvalReport:
-    from graph.state import EvalReport
+    from core.handoffs import EvalReport
 
     return EvalReport(model_dir=model_dir, model_sha256="-", accuracy=accuracy, stderr=0.05, n=n, limit=n,
                       canonical=canonical, max_tokens=256 if not canonical else 4000, provider="hf", log_path="-",
@@ -45,18 +45,26 @@ OBJECTIVE_2 = "double the format rows"
 
 def _files(ws: Path, *, canonical: bool = False, final: bool = True) -> None:
     """The workspace files of a two-iteration run: 1 completed and kept, 2 failed in data validation."""
-    from graph.settings import RunSettings
+    from core.settings import RunSettings
 
-    RunSettings(workspace=ws, hours=0.5, max_iterations=2).save()
+    RunSettings(task="gsm8k", workspace=ws, hours=0.5, max_iterations=2).save()
     it = ws / "task" / "iterations"
     _metrics(it / "000-baseline" / "eval" / "metrics.json", 0.10, canonical)
     _write(it / "000-baseline" / "eval" / "sample_summary.md", "# Sample summary: base\n")
+    from core.handoffs import IterationPlan, IterationRecord, Stage
+
     for n, objective, rows in ((1, OBJECTIVE_1, 117), (2, OBJECTIVE_2, 208)):
-        _write(it / f"{n:03d}" / "iteration_plan.md",
-               f"# Iteration {n} plan (stage 2)\n\n## Problems observed\n- empty output\n\n"
-               f"## Objective\n{objective}\n\n"
-               f"## Planned changes (both)\n- SFT on {rows} rows\n- full fine-tuning, lr 5e-05\n\n"
-               "## Success criterion\nbeat the base\n")
+        plan = IterationPlan(iteration=n, stage=Stage.LOCAL, problems=["empty output"], objective=objective,
+                             changes=[f"SFT on {rows} rows", "full fine-tuning, lr 5e-05"], change_kind="both",
+                             success_criterion="beat the base")
+        _write(it / f"{n:03d}" / "iteration_plan.md", f"# Iteration {n} plan (stage 2)\n")
+        _write(it / f"{n:03d}" / "iteration_plan.json", plan.model_dump_json())
+        status, result = (("completed", "accuracy 0.2500 ± 0.0500 (n=66); delta vs base +0.1500; kept") if n == 1
+                          else ("failed", "failed: data not approved"))
+        record = IterationRecord(iteration=n, stage=Stage.LOCAL, objective=objective, rows=rows, method=result,
+                                 score=0.25 if n == 1 else None, delta_vs_base=0.15 if n == 1 else None, kept=n == 1,
+                                 status=status)
+        _write(it / f"{n:03d}" / "record.json", record.model_dump_json())
         _write(it / f"{n:03d}" / "data" / "manifest.json", json.dumps({"rows": rows}))
         _write(it / f"{n:03d}" / "data" / "validation_report.md", "# Validation\napprove\n")
     _metrics(it / "001" / "eval" / "metrics.json", 0.25, canonical)
@@ -74,8 +82,8 @@ def _checkpoint(ws: Path, *, finished: bool) -> None:
     """A state written through the graph's own checkpointer: finished (as the final node) or mid-iteration 2."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
+    from core.handoffs import IterationRecord, Stage
     from graph.build import builder, checkpoint_serde
-    from graph.state import IterationRecord, Stage
 
     rec1 = IterationRecord(iteration=1, stage=Stage.LOCAL, objective=OBJECTIVE_1, rows=117, method="SFT on 117 rows",
                            score=0.25, delta_vs_base=0.15, kept=True, status="completed")
@@ -110,7 +118,7 @@ def _hrefs(page: str) -> list[str]:
 
 
 def test_report_from_checkpoint(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from graph.report import main
+    from readers.report import main
 
     assert main([str(workspace)]) == 0
     out = workspace / "report.html"
@@ -139,7 +147,7 @@ def test_report_from_checkpoint(workspace: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_report_unfinished_run_reads_files_for_the_rest(tmp_path: Path) -> None:
-    from graph.report import load_view
+    from readers.report import load_view
 
     ws = tmp_path / "ws"
     _files(ws, final=False)
@@ -154,7 +162,7 @@ def test_report_unfinished_run_reads_files_for_the_rest(tmp_path: Path) -> None:
 
 
 def test_report_from_files_only(tmp_path: Path) -> None:
-    from graph.report import load_view, write_report
+    from readers.report import load_view, write_report
 
     ws = tmp_path / "ws"
     _files(ws, canonical=True)
@@ -174,7 +182,7 @@ def test_report_from_files_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p, lambda p: _file(p / "x.txt")],
                          ids=["missing", "empty-folder", "file"])
 def test_not_a_workspace(tmp_path: Path, make: Callable[[Path], Path], capsys: pytest.CaptureFixture[str]) -> None:
-    from graph.report import main
+    from readers.report import main
 
     assert main([str(make(tmp_path))]) == 2
     err = capsys.readouterr().err
@@ -187,7 +195,7 @@ def _file(path: Path) -> Path:
 
 
 def test_cli_exit_code(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "graph.report", str(tmp_path)], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "readers.report", str(tmp_path)], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "is not a posttrain-graph workspace" in proc.stderr
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from graph.context import RunContext
+    from roles.context import RunContext
 
 API_KEY = "lsv2_test_key_that_must_not_be_traced"
 OTHER_SECRET = "sk-another-secret-that-must-not-be-traced"
@@ -97,15 +97,22 @@ def _multipart(headers: dict[str, str], body: bytes) -> list[tuple[str, Any]]:
 
 @pytest.fixture
 def stage0_context(tmp_path: Path, data_dir: Path) -> RunContext:
-    """A real run context built as conftest's make_context builds it, around a placeholder base-model folder:
-    stage 0 never loads weights, and skipping the tiny model saves the torch start-up."""
+    """A real run context built as conftest's make_context builds it, around a base-model folder with a config and
+    tokenizer but no weights: stage 0 never loads weights, and skipping the tiny model saves the torch start-up."""
+    from core.settings import RunSettings
     from graph.run import build_context
-    from graph.settings import RunSettings
 
     model = tmp_path / "placeholder-model"
     model.mkdir()
-    (model / "config.json").write_text("{}")
-    settings = RunSettings(workspace=tmp_path / "ws", data_dir=data_dir, base_model=str(model), device="cpu")
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    from transformers import AutoTokenizer
+
+    from tools.model import convert_embedded
+
+    AutoTokenizer.from_pretrained(convert_embedded()).save_pretrained(model)
+    settings = RunSettings(
+        task="gsm8k", workspace=tmp_path / "ws", data_dir=data_dir, base_model=str(model), device="cpu"
+    )
     settings.save()
     return build_context(settings)
 
@@ -122,8 +129,12 @@ def langsmith_env(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """LangSmith tracing on, pointed at the local receiver."""
     from langsmith import utils as ls_utils
 
-    for k, v in {"LANGSMITH_TRACING": "true", "LANGSMITH_ENDPOINT": receiver.url, "LANGSMITH_API_KEY": API_KEY,
-                 "OPENAI_API_KEY": OTHER_SECRET}.items():
+    for k, v in {
+        "LANGSMITH_TRACING": "true",
+        "LANGSMITH_ENDPOINT": receiver.url,
+        "LANGSMITH_API_KEY": API_KEY,
+        "OPENAI_API_KEY": OTHER_SECRET,
+    }.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("LANGSMITH_PROJECT", raising=False)
     ls_utils.get_env_var.cache_clear()  # langsmith caches environment lookups per process
@@ -146,8 +157,9 @@ def _check_tree(runs: dict[str, dict[str, Any]], workspace: Path) -> None:
     assert node["outputs"]["stage"] == 1 and node["end_time"]
 
 
-def test_one_graph_pass_reaches_langsmith_and_the_trace_folder(stage0_context: RunContext, langsmith_env: Receiver,
-                                                               tmp_path: Path) -> None:
+def test_one_graph_pass_reaches_langsmith_and_the_trace_folder(
+    stage0_context: RunContext, langsmith_env: Receiver, tmp_path: Path
+) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
     from graph.build import builder
@@ -166,8 +178,11 @@ def test_one_graph_pass_reaches_langsmith_and_the_trace_folder(stage0_context: R
     _check_tree(local, ctx.settings.workspace)
     assert set(local) == set(sent)  # the same runs, by id
     for run_id, run in local.items():
-        assert (run["parent_run_id"], run["dotted_order"], run["name"]) == \
-               (sent[run_id].get("parent_run_id"), sent[run_id]["dotted_order"], sent[run_id]["name"])
+        assert (run["parent_run_id"], run["dotted_order"], run["name"]) == (
+            sent[run_id].get("parent_run_id"),
+            sent[run_id]["dotted_order"],
+            sent[run_id]["name"],
+        )
     # one tracer only: LangChain did not add its own beside ours
     assert len([r for r in sent.values() if r["name"] == "task_definition"]) == 1
     # no key in what was sent (it travels in a header only) nor in the trace folder
@@ -193,10 +208,10 @@ def test_one_graph_pass_reaches_langsmith_and_the_trace_folder(stage0_context: R
 
 
 def test_no_tracing_without_env_or_folder(tmp_path: Path) -> None:
-    from graph.settings import RunSettings
+    from core.settings import RunSettings
     from graph.tracing import tracing_config
 
-    cfg = tracing_config(RunSettings(workspace=tmp_path / "ws"), None, env={"LANGSMITH_API_KEY": API_KEY})
+    cfg = tracing_config(RunSettings(task="gsm8k", workspace=tmp_path / "ws"), None, env={"LANGSMITH_API_KEY": API_KEY})
     assert cfg["callbacks"] == [] and cfg["run_name"] == "posttrain-graph"
     assert cfg["metadata"]["workspace"] == str(tmp_path / "ws")
 
@@ -214,7 +229,7 @@ def test_jsonl_redacts_secrets_and_last_line_wins(tmp_path: Path) -> None:
     assert len(lines) == 2 and OTHER_SECRET not in "".join(lines) and "[redacted]" in lines[1]
     with (tmp_path / "runs.jsonl").open("a") as f:  # a start line with no end, then a torn line
         f.write(json.dumps({**json.loads(lines[0]), "id": "open-run", "dotted_order": "z", "end_time": None}))
-        f.write("\n{\"id\": \"torn")
+        f.write('\n{"id": "torn')
     runs = load_runs(tmp_path)
     assert list(runs)[-1] == "open-run" and runs["open-run"]["end_time"] is None
     assert next(iter(runs.values()))["outputs"] == {"echo": {"key": "[redacted]"}}
@@ -227,7 +242,7 @@ def test_node_metadata_follows_the_iteration_a_node_worked_on(tmp_path: Path) ->
     from langgraph.graph import END, START, StateGraph
     from typing_extensions import TypedDict
 
-    from graph.settings import RunSettings
+    from core.settings import RunSettings
     from graph.tracing import load_runs, tracing_config
 
     class S(TypedDict, total=False):
@@ -240,7 +255,7 @@ def test_node_metadata_follows_the_iteration_a_node_worked_on(tmp_path: Path) ->
     g.add_edge(START, "planner")
     g.add_conditional_edges("planner", lambda s: "trainer", ["trainer"])
     g.add_edge("trainer", END)
-    config = tracing_config(RunSettings(workspace=tmp_path / "ws"), tmp_path / "trace", env={})
+    config = tracing_config(RunSettings(task="gsm8k", workspace=tmp_path / "ws"), tmp_path / "trace", env={})
     g.compile().invoke({"stage": 2, "iteration": 3}, config)
     runs = list(load_runs(tmp_path / "trace").values())
     md = {r["name"]: r["extra"]["metadata"] for r in runs}

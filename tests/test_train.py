@@ -15,21 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tools.train import (
+from core.errors import DatasetFormatError, TrainConfigError, TrainingFailed
+from core.handoffs import DataKnobs
+from tools.export import export_model
+from tools.llamafactory import TrainConfig, _ProgressParser, check_config, run_training, validation_run
+from tools.sft_data import (
     TEMPLATE,
-    DatasetFormatError,
-    TrainConfig,
-    TrainConfigError,
-    TrainingFailed,
-    _ProgressParser,
-    check_config,
     end_of_turn,
-    export_model,
     record_tokens,
     render_prompt,
-    run_training,
     sft_record,
-    validation_run,
     write_llamafactory_dataset,
 )
 
@@ -52,8 +47,8 @@ def gsm8k_records(data_dir: Path, tokenizer, n: int, *, cutoff_len: int, with_sy
     task = GSM8K(data_dir)
     eos = end_of_turn(tokenizer)
     records = []
-    for row in task.load_rows("train"):
-        ex = task.training_example(row, with_system=with_system, strip_annotations=False)
+    for row in task.load_train():
+        ex = task.training_example(row, DataKnobs(with_system=with_system, options={"strip_annotations": False}))
         rec = sft_record(render_prompt(tokenizer, ex.messages), ex.response, eos)
         if record_tokens(tokenizer, rec) <= cutoff_len:
             records.append(rec)
@@ -213,22 +208,26 @@ def test_a_failing_run_raises_with_the_log_tail(tmp_path: Path) -> None:
     assert seen == ["step 0/4"]
     log = (tmp_path / "work" / "train.log").read_text()
     assert "line 1\n" in log and "something broke" in log
-    assert (tmp_path / "work" / "command.txt").read_text().strip().endswith("llamafactory.cli train "
-                                                                             f"{tmp_path / 'work' / 'llamafactory.yaml'}")
+    command = (tmp_path / "work" / "command.txt").read_text().strip()
+    assert command.endswith(f"llamafactory.cli train {tmp_path / 'work' / 'llamafactory.yaml'}")
     assert "template: empty" in (tmp_path / "work" / "llamafactory.yaml").read_text()
 
 
 def test_the_child_gets_the_callers_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # must reach the trainer exactly as the caller set it
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    fake = _fake_python(tmp_path, """
+    fake = _fake_python(
+        tmp_path,
+        """
         echo "env CUDA=$CUDA_VISIBLE_DEVICES OMP=$OMP_WAIT_POLICY DVC=$DISABLE_VERSION_CHECK"
         printf '  0%%|          | 0/2 [00:00<?, ?it/s]\\r 50%%|#####     | 1/2 [00:01<00:01,  1.00s/it]\\n'
         echo "{'loss': '1.5', 'grad_norm': '2.0', 'learning_rate': '1e-05', 'epoch': '0.5'}"
-    """)
+    """,
+    )
     seen: list[str] = []
-    run = run_training(_config(tmp_path / "model", tmp_path, tmp_path / "out"), tmp_path / "work", seen.append,
-                       python=fake)
+    run = run_training(
+        _config(tmp_path / "model", tmp_path, tmp_path / "out"), tmp_path / "work", seen.append, python=fake
+    )
     assert "env CUDA=3 OMP=PASSIVE DVC=1" in run.log_path.read_text()
     assert (run.returncode, run.steps, run.train_loss) == (0, 1, 1.5)  # no trainer files: parsed from the log
     assert seen == ["step 0/2", "step 1/2 loss 1.5000"]
@@ -248,11 +247,11 @@ def test_the_trainer_dies_with_its_parent(tmp_path: Path) -> None:
     """SIGKILL the process that called run_training: PDEATHSIG takes the trainer down with it."""
     fake = _fake_python(tmp_path, f"echo $$ > {tmp_path}/pid; exec sleep 600\n")
     parent = textwrap.dedent(f"""
-        import tools.train as t
+        import tools.llamafactory as t
         from pathlib import Path
         t.check_config = lambda cfg: None  # only process handling is under test here
         cfg = t.TrainConfig(model_name_or_path="m", dataset="d", dataset_dir="x", output_dir="o")
-        t.run_training(cfg, Path({str(tmp_path / 'work')!r}), python={fake!r})
+        t.run_training(cfg, Path({str(tmp_path / "work")!r}), python={fake!r})
     """)
     proc = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     pid_file = tmp_path / "pid"
@@ -310,16 +309,27 @@ def _assert_loads_and_generates(final: Path, base: Path) -> None:
     tok = AutoTokenizer.from_pretrained(final)
     assert tok.chat_template == AutoTokenizer.from_pretrained(base).chat_template
     model = AutoModelForCausalLM.from_pretrained(final)
-    inputs = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
 
 
 def test_llamafactory_full_sft_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
     # 16 rows at batch 8: 2 steps per run; each run pays LlamaFactory's import and model load in a fresh process.
-    result = _train_validate_export(tiny_model_dir, data_dir, tmp_path, rows=16, per_device_train_batch_size=8,
-                                    learning_rate=1e-3, disable_gradient_checkpointing=True)
+    result = _train_validate_export(
+        tiny_model_dir,
+        data_dir,
+        tmp_path,
+        rows=16,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        disable_gradient_checkpointing=True,
+    )
     check, run = result["check"], result["run"]
     assert check.steps == 2 and math.isfinite(check.train_loss)
     assert not any((tmp_path / "validation" / "output").glob("*.safetensors"))  # validation exports nothing
@@ -340,8 +350,15 @@ def test_llamafactory_lora_on_the_tiny_model_merges_on_export(
     tok = _tokenizer(tiny_model_dir)
     records = gsm8k_records(data_dir, tok, 8, cutoff_len=1024)
     write_llamafactory_dataset(records, tmp_path / "data", "sft", tokenizer=tok, cutoff_len=1024)
-    cfg = _config(tiny_model_dir, tmp_path / "data", tmp_path / "run" / "output", finetuning_type="lora",
-                  per_device_train_batch_size=8, learning_rate=1e-3, disable_gradient_checkpointing=True)
+    cfg = _config(
+        tiny_model_dir,
+        tmp_path / "data",
+        tmp_path / "run" / "output",
+        finetuning_type="lora",
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        disable_gradient_checkpointing=True,
+    )
     run = run_training(cfg, tmp_path / "run")
     assert (run.output_dir / "adapter_config.json").is_file()
     final = export_model(run.output_dir, tmp_path / "final", base_model=tiny_model_dir)

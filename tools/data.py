@@ -8,43 +8,39 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from graph.state import DataKnobs, DatasetManifest, OpCount, SourceChoice
-from tasks.base import BenchmarkTask, InputError, read_jsonl
-from tools.guards import check_data_source
+from core import sources
+from core.errors import InputError, SourceError
+from core.handoffs import DataKnobs, DatasetManifest, OpCount, SourceChoice
+from tasks.base import BenchmarkTask, read_jsonl
 
 DATASET_NAME = "train"
 META_FILE = "records_meta.jsonl"
 
 
-class SourceError(ValueError):
-    """A data source that cannot be read; the data engineer gets it back as a message and may pick another."""
-
-
 def load_source(task: BenchmarkTask, name: str) -> list[dict[str, Any]]:
     """Rows of one source, in the benchmark's raw schema.
 
-    `benchmark_train` is the benchmark's own train split; `local:<path>` a JSONL file with the same fields;
-    `hub:<dataset>` a hub dataset (needs the hub). Remote model APIs are refused.
+    `benchmark_train` is the benchmark's own training source (never its test set); `local:<path>` a JSONL file
+    with the same fields; `hub:<dataset>` a hub dataset's train split (needs the hub). Remote model APIs are refused.
     """
-    check_data_source(name)
-    if name == "benchmark_train":
-        return task.load_rows("train")
-    if name.startswith("local:"):
+    source = sources.parse(name)
+    if source.kind == "benchmark_train":
+        return task.load_train()
+    if source.kind == "local":
         try:
-            return read_jsonl(Path(name[6:]), required=())
+            return read_jsonl(source.path)
         except InputError as e:
-            raise SourceError(str(e)) from None
-    if name.startswith("hub:"):
-        from datasets import load_dataset
+            raise SourceError(e.message) from None
+    from datasets import load_dataset
 
-        try:
-            return list(load_dataset(name[4:], split="train"))
-        except Exception as e:  # noqa: BLE001  any hub failure is a source the agent must replace
-            raise SourceError(f"hub dataset {name[4:]!r} could not be loaded: {type(e).__name__}: {e}") from e
-    raise SourceError(f"unknown source {name!r}: use benchmark_train, local:<path.jsonl> or hub:<dataset>")
+    try:
+        return list(load_dataset(source.arg, split="train"))
+    except Exception as e:  # noqa: BLE001  any hub failure is a source the agent must replace
+        raise SourceError(f"hub dataset {source.arg!r} could not be loaded: {type(e).__name__}: {e}") from None
 
 
 def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], knobs: DataKnobs, out_dir: Path, *,
@@ -54,7 +50,7 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
     from transformers import AutoTokenizer
 
     from tools.dedup import exact_duplicates, near_duplicates
-    from tools.train import end_of_turn, sft_record, write_llamafactory_dataset
+    from tools.sft_data import end_of_turn, record_tokens, sft_record, write_llamafactory_dataset
 
     ops: list[OpCount] = []
     rows: list[dict[str, Any]] = []
@@ -63,19 +59,18 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
         rows += [dict(r, _source=src.name) for r in got[: max(src.max_rows * 4, src.max_rows)]]
     ops.append(OpCount(op="extract", rows_after=len(rows)))
 
-    rows = [r for r in rows if _usable(r)]
+    rows = [r for r in rows if task.row_ok(r)]
     ops.append(OpCount(op="clean (empty or unanswered rows dropped)", rows_after=len(rows)))
 
-    texts = [str(r.get("question", "")) for r in rows]
+    texts = [task.dedup_text(r) for r in rows]
     drop = set(exact_duplicates(texts))
     rows = [r for i, r in enumerate(rows) if i not in drop]
     ops.append(OpCount(op="exact dedup", rows_after=len(rows)))
-    drop = set(near_duplicates([str(r.get("question", "")) for r in rows]))
+    drop = set(near_duplicates([task.dedup_text(r) for r in rows]))
     rows = [r for i, r in enumerate(rows) if i not in drop]
     ops.append(OpCount(op="near-duplicate removal (MinHash LSH)", rows_after=len(rows)))
 
-    examples = [task.training_example(r, with_system=knobs.with_system, strip_annotations=knobs.strip_annotations,
-                                      rewrite=knobs.rewrite_answers) for r in rows]
+    examples = [task.training_example(r, knobs) for r in rows]
     examples = [e for e in examples if e.source_id not in exclude_ids]
     ops.append(OpCount(op=f"decontamination exclusions ({len(exclude_ids)} ids)", rows_after=len(examples)))
 
@@ -87,11 +82,13 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
         if len(records) >= knobs.max_rows:
             break
         prompt = tokenizer.apply_chat_template(ex.messages, tokenize=False, add_generation_prompt=True)
-        n_tokens = len(tokenizer(prompt + ex.response + eot, add_special_tokens=False)["input_ids"])
+        record = sft_record(prompt, ex.response, eot)
+        n_tokens = record_tokens(tokenizer, record)  # the count LlamaFactory itself truncates by
         if n_tokens > cutoff_len:
             continue  # truncation would cut off the answer line the scorer reads
-        records.append(sft_record(prompt, ex.response, eot))
-        meta.append({"source_id": ex.source_id, "input": ex.input_text, "tokens": n_tokens})
+        records.append(record)
+        meta.append({"source_id": ex.source_id, "input": ex.input_text, "decontam": ex.decontam_text,
+                     "tokens": n_tokens})
     ops.append(OpCount(op=f"rewrite to answer format, render with chat template, keep ≤{cutoff_len} tokens, "
                           f"cap {knobs.max_rows}", rows_after=len(records)))
 
@@ -115,12 +112,6 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
     return manifest
 
 
-def _usable(row: dict[str, Any]) -> bool:
-    q, a = row.get("question"), row.get("answer")
-    return isinstance(q, str) and isinstance(a, str) and bool(q.strip()) and "####" in a and bool(
-        a.split("####")[-1].strip())
-
-
 def load_records(dataset_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The dataset's records and their per-row metadata, as construction wrote them."""
     info = json.loads((dataset_dir / "dataset_info.json").read_text())[DATASET_NAME]
@@ -128,3 +119,27 @@ def load_records(dataset_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str
     records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x]
     meta = [json.loads(line) for line in (dataset_dir / META_FILE).read_text().splitlines() if line.strip()]
     return records, meta
+
+
+def shared_items(task: BenchmarkTask) -> list[str]:
+    """Test items the training source or the evaluation's own prompt already holds, as findings (empty: none).
+
+    Item identity is the normalised input text (the text dedup compares). Construction's n-gram decontamination
+    still removes what shares less than a whole item; this catches the gross cases at start, such as a train
+    split that is the test split, or a few-shot block drawn from the test set.
+    """
+    from tools.decontam import normalize
+
+    test = {normalize(task.dedup_text(r)) for r in task.load_test()} - {""}
+    found = []
+    train = {normalize(task.dedup_text(r)) for r in task.load_train()}
+    if shared := len(test & train):
+        found.append(f"{shared} of the {len(test)} test items are also in the training source ({task.train_source})")
+    inputs = task.eval_inputs(1)
+    system = " ".join(m["content"] for m in task.prompt_messages(inputs[0]) if m["role"] == "system") if inputs else ""
+    if system:
+        text = f" {normalize(system)} "
+        in_prompt = sum(f" {t} " in text for t in test if len(t.split()) >= 8)
+        if in_prompt:
+            found.append(f"the evaluation's system message holds {in_prompt} test items")
+    return found

@@ -2,7 +2,7 @@
 
 Text is normalised first (`tokens`): Unicode NFKC, casefold, every run of letters and every run of digits is a
 token, everything else (punctuation, symbols, whitespace) is a separator. So "Janet’s ducks lay 16 eggs" and
-"JANET'S ducks lay 16 eggs!" give the same tokens, and GSM8K's calculator notes "<<16-3-4=9>>" become "16 3 4 9".
+"JANET'S ducks lay 16 eggs!" give the same tokens, and an inline note "<<16-3-4=9>>" becomes "16 3 4 9".
 
 Short texts (fewer than n tokens) contribute one gram: their whole token sequence.
   * A short *test* text is therefore caught whenever a training text contains it verbatim (the index remembers
@@ -12,8 +12,8 @@ Short texts (fewer than n tokens) contribute one gram: their whole token sequenc
   * A text with no tokens at all has no grams and never matches.
 
 Grams are stored as 64-bit hashes (a polynomial rolling hash over per-token random 64-bit values), so the index
-is a sorted uint64 array plus a small CSR table of owners: GSM8K's 1,319 test items take a few MB. Only tokens
-that occur in the test set get an id; any other token breaks every window it is in, which is both correct (such
+is a sorted uint64 array plus a small CSR table of owners: a test set of a few thousand items takes a few MB. Only
+tokens that occur in the test set get an id; any other token breaks every window it is in, which is both correct (such
 a window cannot match) and what keeps queries cheap. The chance that two different grams collide is 2^-64 per
 pair, i.e. negligible even for billions of query windows against the whole index.
 """
@@ -122,7 +122,7 @@ class NgramIndex:
             # One (row, key) pair per distinct match: the owner lookup below is a Python loop, keep it short.
             pairs = np.unique(np.stack([rows, at[hit]], axis=1), axis=0)
             for row, key in pairs:
-                found[row].update(self.owners[self.owner_offsets[key]:self.owner_offsets[key + 1]].tolist())
+                found[row].update(self.owners[self.owner_offsets[key] : self.owner_offsets[key + 1]].tolist())
         return found
 
 

@@ -8,26 +8,30 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
-from graph.state import EvalReport, FailureMode
+from core.errors import EvalFailed, EvalRefused
+from core.handoffs import EvalReport, FailureMode
+from core.workspace import METRICS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from tasks.base import BenchmarkTask, sample_floor
 from tools.model import model_sha256
 
 SUMMARY_SAMPLES = 15
 
 
-class EvalRefused(ValueError):
-    """An evaluation that would break the protocol (e.g. fewer samples than the floor for a comparison)."""
-
-
 def check_limit(limit: int, benchmark_size: int) -> None:
+    """A comparison uses at least the floor, and no more samples than the benchmark has."""
     floor = sample_floor(benchmark_size)
+    if benchmark_size < floor:
+        raise EvalRefused(f"the test set has {benchmark_size} samples, fewer than the floor of {floor} "
+                          "(max(32, ceil(5%))): no comparison on it would count")
     if limit < floor:
         raise EvalRefused(f"refusing to compare on {limit} samples: the floor is {floor} "
                           f"(max(32, ceil(5% of {benchmark_size})))")
+    if limit > benchmark_size:
+        raise EvalRefused(f"--eval-limit {limit} is above the {benchmark_size} samples the benchmark has")
 
 
 CPU_BATCH_CAP = 128
@@ -78,25 +82,49 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
         )
     runtime = time.time() - t0
     log = logs[0]
-    if log.status != "success":
-        raise RuntimeError(f"evaluation failed ({log.status}): {log.error.message if log.error else 'no detail'}")
-    metrics = log.results.scores[0].metrics
-    samples = [_sample_view(s) for s in log.samples]
+    if log.status != "success" or not log.samples:
+        raise EvalFailed(f"evaluation of {model_dir} did not finish ({log.status}): "
+                         f"{log.error.message if log.error else 'no samples scored'}")
+    samples = [_sample_view(task, s) for s in log.samples]
+    score, stderr = mean_and_stderr([s["value"] for s in samples])
     report = EvalReport(
-        model_dir=str(model_dir), model_sha256=model_sha256(model_dir), accuracy=metrics["accuracy"].value,
-        stderr=metrics["stderr"].value, n=len(samples), limit=limit, canonical=gen.canonical,
-        max_tokens=gen.max_tokens, provider=provider, log_path=str(Path(log.location)),
-        metrics_path=str(out_dir / "metrics.json"), summary_path=str(out_dir / "sample_summary.md"),
-        failure_modes=classify_failures(task, samples, gen.max_tokens), runtime_s=round(runtime, 1),
+        model_dir=str(model_dir), model_sha256=model_sha256(model_dir), accuracy=score, stderr=stderr,
+        n=len(samples), limit=limit, canonical=gen.canonical, max_tokens=gen.max_tokens, provider=provider,
+        log_path=str(Path(log.location)), metrics_path=str(out_dir / METRICS_FILE),
+        summary_path=str(out_dir / SUMMARY_FILE), failure_modes=classify_failures(task, samples, gen.max_tokens),
+        runtime_s=round(runtime, 1), metric=task.metric,
     )
-    (out_dir / "metrics.json").write_text(json.dumps({
-        "accuracy": report.accuracy, "stderr": report.stderr, "n": report.n, "limit": limit, "seed": seed,
-        "model_path": report.model_dir, "model_sha256": report.model_sha256, "provider": provider,
+    with (out_dir / SAMPLES_FILE).open("w") as f:  # per-sample scores: what paired comparisons read
+        for s in samples:
+            f.write(json.dumps({"id": s["id"], "value": s["value"]}) + "\n")
+    (out_dir / METRICS_FILE).write_text(json.dumps({
+        "accuracy": report.accuracy, "stderr": report.stderr, "metric": task.metric, "n": report.n, "limit": limit,
+        "seed": seed, "model_path": report.model_dir, "model_sha256": report.model_sha256, "provider": provider,
         "max_tokens": gen.max_tokens, "canonical": gen.canonical, "runtime_s": report.runtime_s,
-        "note": None if gen.canonical else "CPU profile: max_tokens capped below the benchmark's 4000; not canonical",
+        "note": None if gen.canonical else (f"CPU profile: max_tokens capped at {gen.max_tokens}, below the "
+                                            f"benchmark's {task.max_tokens.canonical}; not canonical"),
     }, indent=2))
-    write_sample_summary(samples, out_dir / "sample_summary.md", seed=seed, header=report)
+    write_sample_summary(samples, out_dir / SUMMARY_FILE, seed=seed, header=report)
     return report
+
+
+def mean_and_stderr(values: list[float]) -> tuple[float, float]:
+    """The mean of per-sample scores and its standard error (sample standard deviation over sqrt(n)), as
+    inspect's accuracy() and stderr() compute them for 0/1 scores."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, (var / n) ** 0.5
+
+
+def read_sample_scores(eval_dir: Path) -> dict[str, float]:
+    """Per-sample scores an evaluation wrote, by sample id (empty when it wrote none)."""
+    path = eval_dir / SAMPLES_FILE
+    if not path.is_file():
+        return {}
+    return {row["id"]: row["value"] for row in map(json.loads, path.read_text().splitlines()) if row}
 
 
 @contextmanager
@@ -126,11 +154,12 @@ def _forwarded(logger_name: str, on_progress: Callable[[str], None] | None, ever
         source.setLevel(level)
 
 
-def _sample_view(sample) -> dict:
+def _sample_view(task: BenchmarkTask, sample) -> dict:
     score = next(iter(sample.scores.values()))
+    value = task.sample_value(score)
     user = next((m.text for m in reversed(sample.messages) if m.role == "user"), str(sample.input))
     return {
-        "id": str(sample.id), "correct": score.value == "C", "answer": score.answer, "input": user,
+        "id": str(sample.id), "value": value, "correct": value >= 1.0, "answer": score.answer, "input": user,
         "target": sample.target if isinstance(sample.target, str) else ", ".join(sample.target),
         "output": sample.output.completion, "stop_reason": sample.output.stop_reason,
         "output_tokens": sample.output.usage.output_tokens if sample.output.usage else None,
@@ -140,13 +169,34 @@ def _sample_view(sample) -> dict:
 def write_sample_summary(samples: list[dict], path: Path, *, seed: int, header: EvalReport) -> None:
     """15 random samples (fixed seed), each with score, input, target and model output."""
     picked = random.Random(seed).sample(samples, min(SUMMARY_SAMPLES, len(samples)))
-    lines = [f"# Sample summary: {header.model_dir}", "",
-             f"accuracy {header.accuracy:.4f} ± {header.stderr:.4f} on {header.n} samples; provider {header.provider}; "
-             f"max_tokens {header.max_tokens}{'' if header.canonical else ' (CPU profile, not canonical)'}", ""]
+    lines = [
+        f"# Sample summary: {header.model_dir}",
+        "",
+        f"{header.metric} {header.accuracy:.4f} ± {header.stderr:.4f} on {header.n} samples; "
+        f"provider {header.provider}; "
+        f"max_tokens {header.max_tokens}{'' if header.canonical else ' (CPU profile, not canonical)'}",
+        "",
+    ]
     for i, s in enumerate(picked, 1):
-        lines += [f"## {i}. {s['id']}: {'correct' if s['correct'] else 'wrong'} (extracted {s['answer']!r})", "",
-                  "**Input**", "", "```", s["input"], "```", "", f"**Target**: {s['target']}", "",
-                  f"**Output** (stop: {s['stop_reason']})", "", "```", s["output"], "```", ""]
+        verdict = "correct" if s["correct"] else ("wrong" if s["value"] <= 0 else f"partly right ({s['value']:.2f})")
+        lines += [
+            f"## {i}. {s['id']}: {verdict} (extracted {s['answer']!r})",
+            "",
+            "**Input**",
+            "",
+            "```",
+            s["input"],
+            "```",
+            "",
+            f"**Target**: {s['target']}",
+            "",
+            f"**Output** (stop: {s['stop_reason']})",
+            "",
+            "```",
+            s["output"],
+            "```",
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
@@ -161,10 +211,11 @@ def classify_failures(task: BenchmarkTask, samples: list[dict], max_tokens: int)
         counts[label] += 1
         examples = labels.setdefault(label, (category, []))[1]
         if len(examples) < 3:
-            examples.append(f"{s['id']}: target {s['target']}, got {s['answer']!r}; output ends "
-                            f"{s['output'][-160:]!r}")
-    return [FailureMode(label=label, category=labels[label][0], count=n, examples=labels[label][1])
-            for label, n in counts.most_common()]
+            examples.append(f"{s['id']}: target {s['target']}, got {s['answer']!r}; output ends {s['output'][-160:]!r}")
+    return [
+        FailureMode(label=label, category=labels[label][0], count=n, examples=labels[label][1])
+        for label, n in counts.most_common()
+    ]
 
 
 def _failure_label(task: BenchmarkTask, s: dict, max_tokens: int) -> tuple[str, str]:
@@ -176,12 +227,12 @@ def _failure_label(task: BenchmarkTask, s: dict, max_tokens: int) -> tuple[str, 
     if s["stop_reason"] == "max_tokens" or (s["output_tokens"] or 0) >= max_tokens:
         return "cut off at the token limit", "training"
     if not task.answer_ok(out):
-        return "no answer line in the expected format", "inference_template"
-    return "answer line present but the number is wrong", "data"
+        return "no answer in the expected format", "inference_template"
+    return task.failure_label(s) or ("answer in the expected format, but wrong", "data")
 
 
 def _repeats(text: str, n: int = 8, times: int = 4) -> bool:
     """A word n-gram that occurs `times` or more: the decoding fell into a loop."""
     words = re.findall(r"\S+", text)
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     return bool(grams) and grams.most_common(1)[0][1] >= times

@@ -1,4 +1,9 @@
-"""Hard rules enforced in code: evaluation code checksums, model lineage, data provenance and GPU visibility."""
+"""Hard rules enforced in code: evaluation code checksums, model lineage and GPU visibility.
+
+The evaluation code is every file the evaluation goes through: the benchmark's own inspect-evals package and our
+task package (the task declares them), inspect's scorer helpers, our evaluation tool and provider registration,
+and the generation provider in use. A package is checksummed whole, so editing any of its files is caught.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,17 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from graph.workspace import Workspace
+from core.errors import GuardViolation
+from core.workspace import LINEAGE_FILE, Workspace
 
-
-class GuardViolation(RuntimeError):
-    """A hard rule was broken. The run stops cleanly with its state saved; the message says what and where."""
-
-
-# Modules whose code decides what the evaluation measures: the benchmark's task, our task adapter and scorer,
-# and the generation path in use. Their files are checksummed at the start and checked before every evaluation.
-EVAL_MODULES = (
-    "inspect_evals.gsm8k.gsm8k",
+COMMON_EVAL_MODULES = (
     "inspect_ai.scorer._common",
-    "tasks.base",
-    "tasks.gsm8k",
-    "tasks.scoring",
+    "tasks",
     "tools.evaluate",
+    "tools._registry",
 )
 PROVIDER_MODULES = {
     "prefixcache": "tools.prefix_cache",
@@ -32,32 +30,47 @@ PROVIDER_MODULES = {
 }
 
 
-def eval_code_files(provider: str) -> list[Path]:
-    files = []
-    for name in (*EVAL_MODULES, PROVIDER_MODULES[provider]):
-        spec = importlib.util.find_spec(name)  # locate without importing: the heavy stack loads later
-        if spec is None or spec.origin is None:
-            raise GuardViolation(f"evaluation module {name} not found")
-        files.append(Path(spec.origin).resolve())
-    return files
+def module_files(name: str) -> list[Path]:
+    """The source files of a module, or of every module in a package (found without importing it)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise GuardViolation(f"evaluation module {name} not found")
+    if spec.submodule_search_locations:  # a package: all of it
+        return sorted(p.resolve() for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.py"))
+    return [Path(spec.origin).resolve()]
+
+
+def eval_code_files(provider: str, task_modules: Iterable[str]) -> list[Path]:
+    names = (*COMMON_EVAL_MODULES, *task_modules, PROVIDER_MODULES[provider])
+    return sorted({f for name in names for f in module_files(name)})
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def record_eval_checksums(ws: Workspace, provider: str) -> dict[str, str]:
+def record_eval_checksums(ws: Workspace, provider: str, task_modules: Iterable[str]) -> dict[str, str]:
     """Write the checksums of the evaluation code once per run (kept across --resume)."""
     if ws.eval_checksums.is_file():
         return json.loads(ws.eval_checksums.read_text())
-    sums = {str(p): _sha256(p) for p in eval_code_files(provider)}
-    ws.eval_checksums.write_text(json.dumps(sums, indent=2))
+    sums = {str(p): _sha256(p) for p in eval_code_files(provider, task_modules)}
+    tmp = ws.eval_checksums.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sums, indent=2))
+    tmp.replace(ws.eval_checksums)
     return sums
 
 
 def verify_eval_checksums(ws: Workspace) -> None:
     """Refuse to evaluate if any checksummed evaluation file changed since the run started."""
-    sums = json.loads(ws.eval_checksums.read_text())
+    if not ws.eval_checksums.is_file():
+        raise GuardViolation(f"{ws.eval_checksums} is missing: the evaluation code cannot be verified (restore the "
+                             "file from a backup, or start a new run)")
+    try:
+        sums = json.loads(ws.eval_checksums.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise GuardViolation(f"{ws.eval_checksums} is not the checksum file this run wrote") from None
+    if not isinstance(sums, dict) or not sums:
+        raise GuardViolation(f"{ws.eval_checksums} is not the checksum file this run wrote")
     for path, digest in sums.items():
         p = Path(path)
         if not p.is_file():
@@ -75,9 +88,9 @@ def check_start_checkpoint(start: str, base_model: str, ws: Workspace) -> list[s
     if not path.is_dir() or not ws.is_own_checkpoint(path):
         raise GuardViolation(f"refusing to train from {start}: only the base model ({base_model}) or checkpoints "
                              f"this workspace produced are allowed")
-    lineage_file = path / "lineage.json"
+    lineage_file = path / LINEAGE_FILE
     if not lineage_file.is_file():
-        raise GuardViolation(f"refusing to train from {start}: it has no lineage.json recording its origin")
+        raise GuardViolation(f"refusing to train from {start}: it has no {LINEAGE_FILE} recording its origin")
     lineage = json.loads(lineage_file.read_text())
     if not lineage or lineage[0] != base_model:
         raise GuardViolation(f"refusing to train from {start}: its lineage starts at {lineage[:1]}, not {base_model}")
@@ -85,15 +98,7 @@ def check_start_checkpoint(start: str, base_model: str, ws: Workspace) -> list[s
 
 
 def write_lineage(model_dir: Path, lineage: list[str]) -> None:
-    (model_dir / "lineage.json").write_text(json.dumps(lineage, indent=2))
-
-
-def check_data_source(source: str) -> None:
-    """Training data may come from local files, the hub, or a local model; never from a remote model API."""
-    lowered = source.lower()
-    if lowered.startswith(("http://", "https://", "openai:", "openai-compatible:", "api:")):
-        raise GuardViolation(f"refusing data source {source!r}: remote model APIs may be used only for evaluation "
-                             "judges, never to build training data")
+    (model_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from tasks.base import InputError
+from core.errors import InputError
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -43,6 +43,20 @@ def resolve_base_model(spec: str | None) -> str:
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise InputError(f"base model not found: {spec} (give a local HF folder or a hub id like org/name)")
     return spec  # a hub id; the first load reports whether the hub has it
+
+
+def check_base_model(model: str) -> None:
+    """The base model's config and tokenizer load: a broken folder fails at start, named, not inside the baseline."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    for what, loader in (("config", AutoConfig), ("tokenizer", AutoTokenizer)):
+        try:
+            loader.from_pretrained(model)
+        except Exception as e:  # noqa: BLE001  whatever transformers raises for a broken folder is bad input
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(
+                f"base model {model}: its {what} does not load ({type(e).__name__}: {first[:200]})"
+            ) from None
 
 
 def convert_embedded() -> Path:

@@ -1,6 +1,6 @@
 """inspect-ai model provider `prefixcache/<model path>`: inspect's `hf/` provider with the shared prompt prefix cached.
 
-Few-shot tasks send every sample the same long system prefix (about 2,200 tokens for gsm8k's 10-shot solver). The
+Few-shot tasks send every sample the same long system prefix (about 2,200 tokens for a 10-shot math solver). The
 `hf/` provider prefills it again for every sample and then, at every decoding step, reads (and copies) a private
 copy of its keys and values for every row of the batch. This provider renders and tokenizes prompts exactly as
 `hf/` does (it builds an `hf/` instance and uses its chat rendering, tokenizer and model) and then:

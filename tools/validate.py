@@ -7,27 +7,14 @@ is the validation role's decision.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from graph.state import Check, DatasetManifest
+from core.handoffs import Check, DatasetManifest, ValidationFindings
 from tasks.base import BenchmarkTask
 from tools.data import load_records
 
 PAIRS = 5
 PLACEHOLDER = "<<SAMPLE INPUT>>"
-
-
-@dataclass
-class ValidationFindings:
-    checks: list[Check]
-    usable_rows: int
-    contaminated: dict[str, list[str]] = field(default_factory=dict)
-    """Training source id → the test ids it shares an n-gram with."""
-    report_md: str = ""
-
-    def check(self, name: str) -> Check:
-        return next(c for c in self.checks if c.name == name)
 
 
 def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, cutoff_len: int,
@@ -36,7 +23,7 @@ def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, 
     from transformers import AutoTokenizer
 
     from tools.decontam import find_contamination
-    from tools.train import end_of_turn
+    from tools.sft_data import end_of_turn
 
     records, meta = load_records(Path(manifest.dataset_dir))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -54,7 +41,8 @@ def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, 
 
     checks.append(_content(task, records, eot))
 
-    rows = [(m["source_id"], r["instruction"] + "\n" + r["output"]) for r, m in zip(records, meta)]
+    # The row's own input and response, not our rendering: the evaluation's instruction is in every prompt.
+    rows = [(m["source_id"], m.get("decontam") or r["instruction"] + "\n" + r["output"]) for r, m in zip(records, meta)]
     contaminated = find_contamination(rows, index)
     hit_ids = sorted({t for ids in contaminated.values() for t in ids})
     checks.append(Check(name="decontamination", passed=not contaminated,
@@ -69,10 +57,12 @@ def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, 
 
 
 def _well_formed(record: dict, eot: str, tokenizer, cutoff_len: int) -> bool:
+    from tools.sft_data import record_tokens
+
     prompt, output = record.get("instruction", ""), record.get("output", "")
     if not prompt.strip() or not output.strip() or not output.endswith(eot) or "\ufffd" in prompt + output:
         return False
-    return len(tokenizer(prompt + output, add_special_tokens=False)["input_ids"]) <= cutoff_len
+    return record_tokens(tokenizer, record) <= cutoff_len
 
 
 def _skeleton(prompt: str, sample_input: str) -> str:
@@ -91,7 +81,7 @@ def _alignment(task: BenchmarkTask, tokenizer, records: list[dict], meta: list[d
     eval_skeletons = set()
     eval_rendered = []
     for text in eval_inputs:
-        messages = task.eval_messages(text)
+        messages = task.prompt_messages(text)
         if not with_system:
             messages = [m for m in messages if m["role"] != "system"]
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -111,11 +101,31 @@ def _alignment(task: BenchmarkTask, tokenizer, records: list[dict], meta: list[d
                         f"(first: row {no_answer[0]})")
     pairs = []
     for i in range(min(PAIRS, len(records))):
-        pairs += [f"### Pair {i + 1}", "", "Training sample:", "", "```", records[i]["instruction"] + records[i]["output"],
-                  "```", "", "Evaluation prompt:", "", "```", eval_rendered[i % len(eval_rendered)], "```", ""]
+        pairs += [
+            f"### Pair {i + 1}",
+            "",
+            "Training sample:",
+            "",
+            "```",
+            records[i]["instruction"] + records[i]["output"],
+            "```",
+            "",
+            "Evaluation prompt:",
+            "",
+            "```",
+            eval_rendered[i % len(eval_rendered)],
+            "```",
+            "",
+        ]
     system_note = "" if with_system else " (system block left out of training prompts by design)"
-    detail = "; ".join(problems) if problems else (
-        f"all {len(records)} prompts match the evaluation template{system_note}; all responses end with the answer line")
+    detail = (
+        "; ".join(problems)
+        if problems
+        else (
+            f"all {len(records)} prompts match the evaluation template{system_note}; "
+            "all responses end with the answer line"
+        )
+    )
     return not problems, detail, "\n".join(pairs)
 
 
@@ -128,9 +138,12 @@ def _content(task: BenchmarkTask, records: list[dict], eot: str) -> Check:
     top_share = shapes.most_common(1)[0][1] / len(outputs) if outputs else 0.0
     templated = len(outputs) >= 20 and top_share > 0.2
     ok = bool(records) and not dupes and not garbage and not templated
-    return Check(name="content", passed=ok,
-                 detail=f"{dupes} duplicate prompts, {len(garbage)} garbage responses, most common response shape "
-                        f"covers {top_share:.0%} of rows")
+    return Check(
+        name="content",
+        passed=ok,
+        detail=f"{dupes} duplicate prompts, {len(garbage)} garbage responses, most common response shape "
+        f"covers {top_share:.0%} of rows",
+    )
 
 
 def _garbage(text: str) -> bool:

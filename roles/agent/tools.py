@@ -14,23 +14,27 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.tools import ToolException, tool
+from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
 
+from core.errors import SourceError, ToolError
+
 if TYPE_CHECKING:
-    from graph.state import (Best, DataSelection, DatasetManifest, EvalReport, IterationPlan, TrainKnobs,
-                             ValidationVerdict)
+    from core.handoffs import (
+        Best,
+        DataSelection,
+        DatasetManifest,
+        EvalReport,
+        Evidence,
+        IterationPlan,
+        ValidationFindings,
+        ValidationVerdict,
+    )
     from memory.store import ExperimentMemory
-    from roles.policy import Evidence
     from tasks.base import BenchmarkTask
-    from tools.validate import ValidationFindings
 
 MAX_TEXT = 600
 """Characters of any one quoted text (rows, examples, memory entries) a tool returns."""
-
-
-class ToolError(ToolException):
-    """A recoverable misuse (unknown source, missing input): goes back to the agent as a ToolMessage."""
 
 
 @dataclass
@@ -151,14 +155,20 @@ def read_last_verdict(runtime: ToolRuntime[Any]) -> str:
 
 @tool(parse_docstring=True)
 def list_sources(runtime: ToolRuntime[Any]) -> str:
-    """List the kinds of training data source and the benchmark's own train split, with its row count."""
+    """List the kinds of training data source, the benchmark's own training source with its row count, and the
+    benchmark's construction options."""
     task = _env(runtime).need("task")
-    return _json({
-        "benchmark_train": f"the benchmark's train split ({len(task.load_rows('train'))} rows, never the test set)",
-        "local:<path.jsonl>": "a local JSONL file with the benchmark's raw fields",
-        "hub:<dataset>": "a hub dataset's train split (needs the hub)",
-        "refused": "remote model APIs (http(s)://, openai:, api:) may never build training data",
-    })
+    return _json(
+        {
+            "benchmark_train": f"{task.train_source} ({len(task.load_train())} rows, never the test set)",
+            "local:<path.jsonl>": "a local JSONL file with the benchmark's raw fields",
+            "hub:<dataset>": "a hub dataset's train split (needs the hub)",
+            "refused": "remote model APIs (http(s)://, openai:, api:) may never build training data",
+            "construction_options": {
+                k: {"default": d, "meaning": doc} for k, (d, doc) in task.construction_options.items()
+            },
+        }
+    )
 
 
 @tool(parse_docstring=True)
@@ -169,47 +179,70 @@ def inspect_source(name: str, runtime: ToolRuntime[Any], n: int = 3) -> str:
         name: The source: benchmark_train, local:<path.jsonl> or hub:<dataset>.
         n: How many rows to show (1 to 5).
     """
-    from tools.data import SourceError, load_source
-    from tools.guards import GuardViolation
+    from tools.data import load_source
 
     task = _env(runtime).need("task")
     if not 1 <= n <= 5:
         raise ToolError("n must be between 1 and 5")
     try:
         rows = load_source(task, name)
-    except (SourceError, GuardViolation) as e:
+    except SourceError as e:
         raise ToolError(str(e)) from None
     fields = sorted({k for r in rows[:50] for k in r})
-    return _json({"source": name, "rows": len(rows), "fields": fields,
-                  "first_rows": [{k: _clip(v, 300) for k, v in r.items()} for r in rows[:n]]})
+    return _json(
+        {
+            "source": name,
+            "rows": len(rows),
+            "fields": fields,
+            "first_rows": [{k: _clip(v, 300) for k, v in r.items()} for r in rows[:n]],
+        }
+    )
 
 
 @tool(parse_docstring=True)
-def preview_rendered_sample(runtime: ToolRuntime[Any], index: int = 0, with_system: bool = False,
-                            strip_annotations: bool = True, rewrite_answers: bool = True) -> str:
-    """Render one row of the benchmark's train split as a training example with the given construction knobs,
+def preview_rendered_sample(
+    runtime: ToolRuntime[Any],
+    index: int = 0,
+    with_system: bool = False,
+    rewrite_answers: bool = True,
+    options: dict[str, bool] | None = None,
+) -> str:
+    """Render one row of the benchmark's training source as a training example with the given construction knobs,
     beside the prompt the evaluation itself renders for the same input, to check the format matches.
 
     Args:
-        index: Which train row (0-based).
-        with_system: Prepend the evaluation's system block (its few-shot examples) to the prompt.
-        strip_annotations: Drop calculator notes the evaluation never shows.
+        index: Which row (0-based).
+        with_system: Prepend the evaluation's system message (e.g. its few-shot block) to the prompt.
         rewrite_answers: Rewrite the answer into the evaluation's answer format.
+        options: The benchmark's own construction switches by name (list_sources shows them); unset ones take
+            their defaults.
     """
+    from core.handoffs import DataKnobs
+
     task = _env(runtime).need("task")
-    rows = task.load_rows("train")
+    rows = task.load_train()
     if not 0 <= index < len(rows):
         raise ToolError(f"index must be between 0 and {len(rows) - 1}")
-    ex = task.training_example(rows[index], with_system=with_system, strip_annotations=strip_annotations,
-                               rewrite=rewrite_answers)
-    evaluation = task.eval_messages(ex.input_text)
-    return _json({
-        "training_messages": [{"role": m["role"], "content": _clip(m["content"], 400)} for m in ex.messages],
-        "training_response": _clip(ex.response, 500),
-        "response_has_answer_line": task.answer_ok(ex.response),
-        "evaluation_messages": [{"role": m["role"], "content": _clip(m["content"], 400)} for m in evaluation],
-        "answer_format": task.answer_line_hint,
-    })
+    unknown = sorted(set(options or {}) - set(task.construction_options))
+    if unknown:
+        raise ToolError(
+            f"unknown option(s) {', '.join(unknown)}; this benchmark has "
+            f"{', '.join(task.construction_options) or 'none'}"
+        )
+    if not task.row_ok(rows[index]):
+        raise ToolError(f"row {index} has no usable input and reference; try another index")
+    knobs = DataKnobs(with_system=with_system, rewrite_answers=rewrite_answers, options=options or {})
+    ex = task.training_example(rows[index], knobs)
+    evaluation = task.prompt_messages(ex.input_text)
+    return _json(
+        {
+            "training_messages": [{"role": m["role"], "content": _clip(m["content"], 400)} for m in ex.messages],
+            "training_response": _clip(ex.response, 500),
+            "response_has_answer_line": task.answer_ok(ex.response),
+            "evaluation_messages": [{"role": m["role"], "content": _clip(m["content"], 400)} for m in evaluation],
+            "answer_format": task.answer_line_hint,
+        }
+    )
 
 
 @tool(parse_docstring=True)
@@ -218,10 +251,14 @@ def read_findings(runtime: ToolRuntime[Any]) -> str:
     pass or FAIL and its detail, the usable row count and the contaminated rows."""
     findings = _env(runtime).need("findings")
     hit_ids = sorted({t for ids in findings.contaminated.values() for t in ids})
-    return _json({"checks": [{"name": c.name, "passed": c.passed, "detail": _clip(c.detail, 400)}
-                             for c in findings.checks],
-                  "usable_rows": findings.usable_rows, "contaminated_rows": len(findings.contaminated),
-                  "contaminated_test_ids": hit_ids[:50]})
+    return _json(
+        {
+            "checks": [{"name": c.name, "passed": c.passed, "detail": _clip(c.detail, 400)} for c in findings.checks],
+            "usable_rows": findings.usable_rows,
+            "contaminated_rows": len(findings.contaminated),
+            "contaminated_test_ids": hit_ids[:50],
+        }
+    )
 
 
 @tool(parse_docstring=True)
@@ -241,27 +278,25 @@ def read_validation_report(runtime: ToolRuntime[Any], max_chars: int = 4000) -> 
 def read_manifest(runtime: ToolRuntime[Any]) -> str:
     """Read the dataset manifest: rows, sources, each construction operation with the rows left after it."""
     m = _env(runtime).need("manifest")
-    return _json({"rows": m.rows, "sources": m.sources, "with_system": m.with_system, "attempt": m.attempt,
-                  "operations": [f"{o.op}: {o.rows_after}" for o in m.operations]})
+    return _json(
+        {
+            "rows": m.rows,
+            "sources": m.sources,
+            "with_system": m.with_system,
+            "attempt": m.attempt,
+            "operations": [f"{o.op}: {o.rows_after}" for o in m.operations],
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Trainer
 
 
-def train_knob_problems(knobs: TrainKnobs, plan: IterationPlan) -> list[str]:
-    """Why these knobs cannot train on this iteration's data (empty when they can). Field bounds are pydantic's."""
-    problems = []
-    if knobs.cutoff_len < plan.train.cutoff_len:
-        problems.append(f"cutoff_len {knobs.cutoff_len} is below the {plan.train.cutoff_len} tokens the data was "
-                        "built to fit: answers would be truncated")
-    return problems
-
-
 @tool(parse_docstring=True)
 def training_bounds(runtime: ToolRuntime[Any]) -> str:
     """Read the allowed range of every training knob and the knobs the plan asks for."""
-    from graph.state import TrainKnobs
+    from core.handoffs import TrainKnobs
 
     plan = _env(runtime).need("plan")
     bounds = {}
@@ -272,9 +307,15 @@ def training_bounds(runtime: ToolRuntime[Any]) -> str:
 
 
 @tool(parse_docstring=True)
-def propose_knobs(runtime: ToolRuntime[Any], learning_rate: float, epochs: float, batch_size: int,
-                  cutoff_len: int, start_from: Literal["base", "best"] = "base",
-                  finetuning_type: Literal["full", "lora"] = "full") -> str:
+def propose_knobs(
+    runtime: ToolRuntime[Any],
+    learning_rate: float,
+    epochs: float,
+    batch_size: int,
+    cutoff_len: int,
+    start_from: Literal["base", "best"] = "base",
+    finetuning_type: Literal["full", "lora"] = "full",
+) -> str:
     """Check a set of training knobs against the bounds and this iteration's data, without handing off.
 
     Args:
@@ -287,16 +328,24 @@ def propose_knobs(runtime: ToolRuntime[Any], learning_rate: float, epochs: float
     """
     from pydantic import ValidationError
 
-    from graph.state import TrainKnobs
+    from core.handoffs import TrainKnobs
+    from roles import rules
 
     plan = _env(runtime).need("plan")
     try:
-        knobs = TrainKnobs(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, cutoff_len=cutoff_len,
-                           start_from=start_from, finetuning_type=finetuning_type)
+        knobs = TrainKnobs(
+            learning_rate=learning_rate,
+            epochs=epochs,
+            batch_size=batch_size,
+            cutoff_len=cutoff_len,
+            start_from=start_from,
+            finetuning_type=finetuning_type,
+        )
     except ValidationError as e:
-        raise ToolError("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}"
-                                  for x in e.errors(include_url=False))) from None
-    problems = train_knob_problems(knobs, plan)
+        raise ToolError(
+            "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors(include_url=False))
+        ) from None
+    problems = rules.train_problems(knobs, plan)
     return "problems: " + "; ".join(problems) if problems else "valid: these knobs can be handed off"
 
 
@@ -312,10 +361,17 @@ def read_eval_result(runtime: ToolRuntime[Any]) -> str:
     if env.report is None:
         return _json({"status": "failed", "failure": env.failure or "unknown", "best_before": best.score})
     r = env.report
-    return _json({"status": "completed", "accuracy": r.accuracy, "stderr": r.stderr, "n": r.n,
-                  "best_before": best.score, "delta": round(r.accuracy - best.score, 4),
-                  "failure_modes": [{"label": m.label, "category": m.category, "count": m.count}
-                                    for m in r.failure_modes]})
+    return _json(
+        {
+            "status": "completed",
+            "accuracy": r.accuracy,
+            "stderr": r.stderr,
+            "n": r.n,
+            "best_before": best.score,
+            "delta": round(r.accuracy - best.score, 4),
+            "failure_modes": [{"label": m.label, "category": m.category, "count": m.count} for m in r.failure_modes],
+        }
+    )
 
 
 PLANNER_TOOLS = [search_memory, read_last_eval, read_history, estimate_budget]
@@ -325,6 +381,12 @@ VALIDATION_TOOLS = [read_findings, read_validation_report, read_manifest]
 TRAINER_TOOLS = [read_plan, read_manifest, training_bounds, propose_knobs]
 LOGGER_TOOLS = [read_plan, read_eval_result, search_memory]
 
-TOOLS = {"planner": PLANNER_TOOLS, "data_selection": SELECTION_TOOLS, "data_construction": CONSTRUCTION_TOOLS,
-         "data_validation": VALIDATION_TOOLS, "trainer": TRAINER_TOOLS, "logger": LOGGER_TOOLS, "evaluator": []}
-"""Each role's tools, by role name (the evaluator decides nothing: it runs the benchmark's own evaluation)."""
+TOOLS = {
+    "planner": PLANNER_TOOLS,
+    "data_selection": SELECTION_TOOLS,
+    "data_construction": CONSTRUCTION_TOOLS,
+    "data_validation": VALIDATION_TOOLS,
+    "trainer": TRAINER_TOOLS,
+    "logger": LOGGER_TOOLS,
+}
+"""Each deciding role's tools, by role name."""

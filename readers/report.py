@@ -1,4 +1,4 @@
-"""`python -m graph.report WORKSPACE`: one self-contained HTML page about a run.
+"""`python -m readers.report WORKSPACE`: one self-contained HTML page about a run.
 
 It writes `WORKSPACE/report.html` and `WORKSPACE/report_score.png`: the score of every iteration against the base
 model, the table of iterations with links to their plan, validation report and sample summary, where each role's
@@ -14,22 +14,21 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-EXIT_INPUT = 2
-REPORT_HTML = "report.html"
-SCORE_PNG = "report_score.png"
+from core.errors import EXIT_INPUT, InputError
+from core.handoffs import IterationPlan, IterationRecord
+from core.workspace import MANIFEST_FILE, METRICS_FILE, SUMMARY_FILE, VALIDATION_REPORT, IterationPaths, Workspace
+
 ROLE_ORDER = ("task_definition", "baseline_evaluation", "planner", "data_selection", "data_construction",
               "data_validation", "trainer", "evaluator", "logger", "final_evaluation")
-BENCHMARK_MAX_TOKENS = 4000
 
 
-class NotAWorkspace(ValueError):
+class NotAWorkspace(InputError):
     """The path given is not a posttrain-graph workspace."""
 
 
@@ -101,15 +100,14 @@ def check_workspace(path: Path) -> Path:
         raise NotAWorkspace(f"{path} does not exist")
     if not path.is_dir():
         raise NotAWorkspace(f"{path} is not a folder")
-    markers = ("checkpoints.sqlite", "run_settings.json", "task/iterations", "task/experiment_log.md")
-    if not any((path / m).exists() for m in markers):
-        raise NotAWorkspace(f"{path} is not a posttrain-graph workspace (none of {', '.join(markers)})")
+    if not Workspace(path).looks_like_one():
+        raise NotAWorkspace(f"{path} is not a posttrain-graph workspace (no checkpoints, settings, iterations or log)")
     return path.resolve()
 
 
 def read_state(root: Path, thread_id: str = "run") -> tuple[dict[str, Any], tuple[str, ...]]:
     """The last checkpointed state values and the nodes still to run; ({}, ()) when there is no database."""
-    db = root / "checkpoints.sqlite"
+    db = Workspace(root).checkpoint_db
     if not db.is_file():
         return {}, ()
     import sqlite3
@@ -145,61 +143,41 @@ def _score_from_report(report: Any) -> Score:
                  max_tokens=report.max_tokens)
 
 
-def _md_section(text: str, title: str) -> str:
-    """The body of the first `## <title>...` section of a markdown file."""
-    m = re.search(rf"^## {re.escape(title)}[^\n]*\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
-    return m.group(1).strip() if m else ""
+def _model(cls: type, path: Path) -> Any:
+    """A handoff the roles wrote as JSON beside their Markdown (None when absent or unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        return cls.model_validate_json(path.read_text())
+    except ValueError:
+        return None
 
 
-def _log_entries(log: Path) -> dict[int, dict[str, str]]:
-    """experiment_log.md parsed into {iteration: {field: value}}, for the file fallback."""
-    if not log.is_file():
-        return {}
-    entries: dict[int, dict[str, str]] = {}
-    for block in re.split(r"^### ", log.read_text(), flags=re.M)[1:]:
-        head = re.match(r"Iteration (\d+):", block)
-        if not head:
-            continue
-        fields = dict(re.findall(r"^- ([A-Za-z ]+): (.*)$", block, flags=re.M))
-        entries[int(head.group(1))] = {k.strip().lower(): v.strip() for k, v in fields.items()}
-    return entries
-
-
-def _iteration_dirs(root: Path) -> dict[int, Path]:
-    base = root / "task" / "iterations"
-    if not base.is_dir():
-        return {}
-    return {int(p.name): p for p in sorted(base.iterdir()) if p.is_dir() and p.name.isdigit()}
-
-
-def _links(root: Path, it_dir: Path) -> dict[str, str]:
+def _links(root: Path, paths: IterationPaths) -> dict[str, str]:
     """Relative links to the files a reader opens first, for those that exist."""
-    wanted = {"plan": "iteration_plan.md", "validation": "data/validation_report.md",
-              "samples": "eval/sample_summary.md"}
-    return {label: quote((it_dir / rel).relative_to(root).as_posix())
-            for label, rel in wanted.items() if (it_dir / rel).is_file()}
+    wanted = {"plan": paths.plan_md, "validation": paths.data / VALIDATION_REPORT,
+              "samples": paths.eval / SUMMARY_FILE}
+    return {label: quote(f.relative_to(root).as_posix()) for label, f in wanted.items() if f.is_file()}
 
 
-def _row_from_files(root: Path, it: int, it_dir: Path, log: dict[str, str], base: Score | None) -> Row:
-    """An iteration rebuilt from its folder and its log entry (used when the checkpoint has no record)."""
-    plan = (it_dir / "iteration_plan.md").read_text() if (it_dir / "iteration_plan.md").is_file() else ""
-    stage = re.search(r"^# Iteration \d+ plan \(stage (\d+)\)", plan, flags=re.M)
-    changes = re.findall(r"^- (.*)$", _md_section(plan, "Planned changes"), flags=re.M)
-    manifest = _read_json(it_dir / "data" / "manifest.json")
-    score = _score_from_metrics(it_dir / "eval" / "metrics.json")
-    result = log.get("result", "")
-    kept = None if not result else ("not kept" not in result and "kept" in result)
-    return Row(iteration=it, stage=int(stage.group(1)) if stage else None, objective=_md_section(plan, "Objective"),
-               rows=manifest.get("rows") if manifest else None, method="; ".join(changes),
+def _row_from_files(root: Path, it: int, paths: IterationPaths, base: Score | None) -> Row:
+    """An iteration rebuilt from the JSON its roles wrote (used when the checkpoint has no record)."""
+    plan = _model(IterationPlan, paths.plan_json)
+    record = _model(IterationRecord, paths.record_json)
+    manifest = _read_json(paths.data / MANIFEST_FILE)
+    score = _score_from_metrics(paths.eval / METRICS_FILE)
+    return Row(iteration=it, stage=int(plan.stage) if plan else None, objective=plan.objective if plan else "",
+               rows=manifest.get("rows") if manifest else None, method="; ".join(plan.changes) if plan else "",
                score=score.accuracy if score else None,
                delta_vs_base=score.accuracy - base.accuracy if score and base else None,
-               kept=kept, status=log.get("status", "incomplete"), canonical=score.canonical if score else None,
-               links=_links(root, it_dir))
+               kept=record.kept if record else None, status=record.status if record else "incomplete",
+               canonical=score.canonical if score else None, links=_links(root, paths))
 
 
 def load_view(root: Path) -> RunView:
     """The run as the checkpoint records it, completed from the workspace files."""
-    view = RunView(root=root, settings=_read_json(root / "run_settings.json") or {})
+    ws = Workspace(root)
+    view = RunView(root=root, settings=_read_json(ws.settings_file) or {})
     import sqlite3
 
     try:
@@ -209,24 +187,22 @@ def load_view(root: Path) -> RunView:
         view.notes.append(f"checkpoint database unreadable ({type(e).__name__}: {e}); the page is built from files")
         print(f"warning: {view.notes[-1]}", file=sys.stderr)
     view.state_source = "checkpoint" if values else "files"
-    if not values and (root / "checkpoints.sqlite").is_file() and not view.notes:
+    if not values and ws.checkpoint_db.is_file() and not view.notes:
         view.notes.append("the checkpoint database holds no state for thread 'run'; the page is built from files")
 
-    iter_dirs = _iteration_dirs(root)
+    iterations = {i: p for i, p in ws.iterations().items() if i > 0}
     view.baseline = (_score_from_report(values["baseline"]) if values.get("baseline")
-                     else _score_from_metrics(root / "task" / "iterations" / "000-baseline" / "eval" / "metrics.json"))
+                     else _score_from_metrics(ws.iteration(0).eval / METRICS_FILE))
     view.final = (_score_from_report(values["final_eval"]) if values.get("final_eval")
-                  else _score_from_metrics(root / "final_eval" / "metrics.json"))
+                  else _score_from_metrics(ws.final_eval / METRICS_FILE))
     view.role_seconds = dict(values.get("role_seconds") or {})
     view.spent_s = values.get("spent_s")
     view.stop_reason = values.get("stop_reason")
 
-    logs = _log_entries(root / "task" / "experiment_log.md")
     records = {r.iteration: r for r in values.get("history", [])}
     current = values.get("iteration")
-    for it in sorted(set(records) | set(iter_dirs) | set(logs)):
-        it_dir = iter_dirs.get(it, root / "task" / "iterations" / f"{it:03d}")
-        row = _row_from_files(root, it, it_dir, logs.get(it, {}), view.baseline)
+    for it in sorted(set(records) | set(iterations)):
+        row = _row_from_files(root, it, iterations.get(it, ws.iteration(it)), view.baseline)
         if it in records:
             r = records[it]
             row = Row(iteration=it, stage=int(r.stage), objective=r.objective, rows=r.rows, method=r.method,
@@ -358,7 +334,7 @@ def render_html(view: RunView, png_name: str | None) -> str:
         mt = view.max_tokens
         parts.append(f'<div class="warn" id="not-canonical"><b>Scores are not canonical.</b> They were measured with '
                      f"max_tokens {mt if mt else 'below the benchmark limit'} (CPU profile) instead of the "
-                     f"benchmark's {BENCHMARK_MAX_TOKENS}, and are marked <code>canonical: false</code> in "
+                     "benchmark's own limit, and are marked <code>canonical: false</code> in "
                      "metrics.json (†). They are not comparable with published PostTrainBench numbers.</div>")
     for note in view.notes:
         parts.append(f'<div class="warn">{e(note)}</div>')
@@ -374,8 +350,8 @@ def render_html(view: RunView, png_name: str | None) -> str:
         b = view.baseline
         parts.append(_tr([_td("base"), _td("1"), _td("base model, no training"), _td(None), _td(None),
                           _score_cell(b.accuracy, b.canonical), _td(None, num=True), _td(None),
-                          _td(f"baseline (n={b.n})"), _links_td(_links(view.root, view.root / "task" / "iterations"
-                                                                       / "000-baseline"))], "base"))
+                          _td(f"baseline (n={b.n})"), _links_td(_links(view.root, Workspace(view.root).iteration(0)))],
+                         "base"))
     for r in view.rows:
         parts.append(_tr([_td(str(r.iteration)), _td(None if r.stage is None else str(r.stage)), _td(r.objective),
                           _td(None if r.rows is None else str(r.rows), num=True), _td(r.method),
@@ -396,11 +372,16 @@ def render_html(view: RunView, png_name: str | None) -> str:
 
     parts.append("<h2>Where the time went</h2>")
     parts.append(_role_table(view.role_seconds))
-    logs = [("experiment log", "task/experiment_log.md"), ("task definition", "task/task_definition.md"),
-            ("run settings", "run_settings.json")]
-    links = " · ".join(f'<a href="{quote(p)}">{e(label)}</a>' for label, p in logs if (view.root / p).is_file())
-    parts.append(f'<h2>Files</h2><p>{links or "–"}</p><p class="small">state read from: {e(view.state_source)}; '
-                 f"workspace {e(str(view.root))}</p></body></html>")
+    ws = Workspace(view.root)
+    logs = [("experiment log", ws.log_path), ("task definition", ws.task_definition),
+            ("run settings", ws.settings_file)]
+    links = " · ".join(
+        f'<a href="{quote(p.relative_to(view.root).as_posix())}">{e(label)}</a>' for label, p in logs if p.is_file()
+    )
+    parts.append(
+        f'<h2>Files</h2><p>{links or "–"}</p><p class="small">state read from: {e(view.state_source)}; '
+        f"workspace {e(str(view.root))}</p></body></html>"
+    )
     return "\n".join(parts)
 
 
@@ -419,8 +400,12 @@ def _links_td(links: dict[str, str]) -> str:
 
 
 def _final_links(root: Path) -> dict[str, str]:
-    return {label: rel for label, rel in (("samples", "final_eval/sample_summary.md"),
-                                          ("metrics", "final_eval/metrics.json")) if (root / rel).is_file()}
+    final = Workspace(root).final_eval
+    return {
+        label: quote(f.relative_to(root).as_posix())
+        for label, f in (("samples", final / SUMMARY_FILE), ("metrics", final / METRICS_FILE))
+        if f.is_file()
+    }
 
 
 def _role_table(role_seconds: dict[str, float]) -> str:
@@ -428,13 +413,22 @@ def _role_table(role_seconds: dict[str, float]) -> str:
         return '<p class="small">Not recorded: the checkpoint state has no role_seconds.</p>'
     total = sum(role_seconds.values()) or 1.0
     order = [r for r in ROLE_ORDER if r in role_seconds] + sorted(set(role_seconds) - set(ROLE_ORDER))
-    rows = "".join(_tr([_td(r), _td(_clock(role_seconds[r]), num=True),
-                        _td(f"{100 * role_seconds[r] / total:.1f}%", num=True),
-                        f'<td><span class="bar" style="width:{max(1, round(300 * role_seconds[r] / total))}px">'
-                        "</span></td>"]) for r in order)
-    return (f'<table style="width:auto"><thead><tr><th>role</th><th>time</th><th>share</th><th></th></tr></thead>'
-            f"<tbody>{rows}<tr><td><b>total</b></td><td class=num><b>{_clock(total)}</b></td><td></td><td></td></tr>"
-            "</tbody></table>")
+    rows = "".join(
+        _tr(
+            [
+                _td(r),
+                _td(_clock(role_seconds[r]), num=True),
+                _td(f"{100 * role_seconds[r] / total:.1f}%", num=True),
+                f'<td><span class="bar" style="width:{max(1, round(300 * role_seconds[r] / total))}px"></span></td>',
+            ]
+        )
+        for r in order
+    )
+    return (
+        f'<table style="width:auto"><thead><tr><th>role</th><th>time</th><th>share</th><th></th></tr></thead>'
+        f"<tbody>{rows}<tr><td><b>total</b></td><td class=num><b>{_clock(total)}</b></td><td></td><td></td></tr>"
+        "</tbody></table>"
+    )
 
 
 def write_report(workspace: Path) -> Path:
@@ -443,20 +437,20 @@ def write_report(workspace: Path) -> Path:
     view = load_view(root)
     png = None
     if view.baseline or any(r.score is not None for r in view.rows) or view.final:
-        png = plot_scores(view, root / SCORE_PNG).name
-    out = root / REPORT_HTML
+        png = plot_scores(view, Workspace(root).report_png).name
+    out = Workspace(root).report_html
     out.write_text(render_html(view, png), encoding="utf-8")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m graph.report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m readers.report", description=__doc__.split("\n\n")[0])
     p.add_argument("workspace", type=Path, help="a run folder (runs/<task>-<time>)")
     args = p.parse_args(argv)
     try:
         out = write_report(args.workspace)
-    except NotAWorkspace as e:
-        print(f"error: {e}", file=sys.stderr)
+    except InputError as e:
+        print(e.headline(), file=sys.stderr)
         return EXIT_INPUT
     print(out)
     return 0

@@ -1,173 +1,34 @@
-"""Everything the trainer role needs to run LlamaFactory: the dataset contract, a typed recipe checked against the
-installed argument parsers, a supervised subprocess run, the short validation run and a clean export.
+"""LlamaFactory, as the trainer runs it: a typed recipe checked against the installed argument parsers, a
+supervised subprocess run with progress lines, and the short validation run before the full one.
 
 Training itself is LlamaFactory's (`python -m llamafactory.cli train <yaml>`); nothing here replaces it.
-
-Dataset contract: every prompt is pre-rendered exactly as the evaluation shows it (the model tokenizer's own chat
-template, `add_generation_prompt=True`), and every response ends with the model's end-of-turn marker. LlamaFactory's
-`empty` template then adds nothing around that text: its user and assistant slots are the bare content, it has no
-prefix (no bos), no default system and no eos slot. `tests/test_train.py` proves it through LlamaFactory's own
-`get_dataset`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TEMPLATE = "empty"
-"""LlamaFactory 0.9.5's `empty` template: format_user/format_assistant are `{{content}}`, no prefix, no default system,
-no eos slot, replace_jinja_template=False (the model's own chat template is kept)."""
+from core.errors import TrainConfigError, TrainingFailed
+from core.proc import die_with_parent, kill_group
+from tools.sft_data import TEMPLATE
 
-DATA_FORMAT_COLUMNS = {"prompt": "instruction", "response": "output"}
 CONFIG_NAME = "llamafactory.yaml"
 LOG_NAME = "train.log"
 TAIL_LINES = 40
-
-# Files LlamaFactory/transformers leave next to the model that are training records, not part of the model.
-_TRAINING_ARTEFACTS = {
-    "training_args.bin", "trainer_state.json", "trainer_log.jsonl", "all_results.json", "train_results.json",
-    "eval_results.json", "training_loss.png", "README.md",
-}
-
-
-class TrainConfigError(ValueError):
-    """A training config the installed LlamaFactory/transformers would reject (unknown keys, bad values)."""
-
-
-class DatasetFormatError(ValueError):
-    """Records that break the dataset contract (missing end-of-turn, longer than cutoff_len, ...)."""
-
-
-class TrainingFailed(RuntimeError):
-    """LlamaFactory exited non-zero (or timed out); carries the last log lines."""
-
-    def __init__(self, message: str, returncode: int | None, log_tail: list[str], log_path: Path):
-        self.returncode = returncode
-        self.log_tail = log_tail
-        self.log_path = log_path
-        super().__init__(f"{message} (log: {log_path})\n" + "\n".join(log_tail))
-
-
-class ExportError(RuntimeError):
-    """The trained folder cannot be made into a clean, loadable HF model."""
-
-
-# ----------------------------------------------------------------------------------------------- dataset contract
-
-
-def end_of_turn(tokenizer: Any) -> str:
-    """The marker the chat template puts after an assistant message (ChatML: `<|im_end|>`), found by rendering one.
-
-    Trailing whitespace is dropped: generation stops at the marker token, so the newline after it is never produced.
-    """
-    sentinel = "\u2063RESPONSE\u2063"
-    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": sentinel}]
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
-    if not isinstance(rendered, str) or sentinel not in rendered:
-        raise DatasetFormatError("the tokenizer's chat template did not render an assistant message")
-    marker = rendered.split(sentinel, 1)[1].strip()
-    if not marker:  # a template with no explicit end-of-turn: the model stops at eos
-        marker = tokenizer.eos_token or ""
-    if not marker:
-        raise DatasetFormatError("cannot find an end-of-turn marker: the chat template adds none and there is no eos")
-    return marker
-
-
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The prompt exactly as the evaluation shows it: the tokenizer's own chat template, generation prompt added."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if not isinstance(text, str):
-        raise DatasetFormatError("apply_chat_template did not return a string")
-    return text
-
-
-def sft_record(prompt_text: str, response_text: str, eos: str) -> dict[str, str]:
-    """One LlamaFactory (alpaca-format) record: the pre-rendered prompt and the response ending with `eos`.
-
-    `eos` is the model's end-of-turn marker (see `end_of_turn`); it is appended unless the response already ends
-    with it, so the model learns to stop where the evaluation's generation stops.
-    """
-    if not prompt_text:
-        raise DatasetFormatError("empty prompt")
-    if not response_text.strip():
-        raise DatasetFormatError("empty response")
-    if not eos:
-        raise DatasetFormatError("empty end-of-turn marker")
-    output = response_text if response_text.endswith(eos) else response_text + eos
-    return {DATA_FORMAT_COLUMNS["prompt"]: prompt_text, DATA_FORMAT_COLUMNS["response"]: output}
-
-
-def write_llamafactory_dataset(
-    records: Iterable[Mapping[str, str]],
-    dataset_dir: Path,
-    name: str,
-    *,
-    tokenizer: Any | None = None,
-    cutoff_len: int | None = None,
-) -> Path:
-    """Write `records` as `<dataset_dir>/<name>.json` and register it in `<dataset_dir>/dataset_info.json`.
-
-    With `tokenizer` and `cutoff_len`, a record longer than cutoff_len is an error: LlamaFactory would cut the
-    prompt's *end* (the question) to fit, silently training on a prompt the evaluation never shows.
-    Returns the data file's path.
-    """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise DatasetFormatError(f"dataset name {name!r}: use letters, digits, '_', '-', '.'")
-    rows = [dict(r) for r in records]
-    if not rows:
-        raise DatasetFormatError("no records")
-    wanted = set(DATA_FORMAT_COLUMNS.values())
-    for i, row in enumerate(rows):
-        if set(row) != wanted or not all(isinstance(v, str) for v in row.values()):
-            raise DatasetFormatError(f"record {i}: expected exactly string fields {sorted(wanted)}, got {sorted(row)}")
-    if tokenizer is not None and cutoff_len is not None:
-        too_long = [i for i, row in enumerate(rows) if record_tokens(tokenizer, row) > cutoff_len]
-        if too_long:
-            raise DatasetFormatError(
-                f"{len(too_long)} of {len(rows)} records exceed cutoff_len={cutoff_len} tokens "
-                f"(first: record {too_long[0]}); raise cutoff_len or shorten the prompts"
-            )
-    dataset_dir = Path(dataset_dir)
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    data_file = dataset_dir / f"{name}.json"
-    _write_json_atomic(data_file, rows)
-    info_path = dataset_dir / "dataset_info.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    info[name] = {"file_name": data_file.name, "formatting": "alpaca", "columns": dict(DATA_FORMAT_COLUMNS)}
-    _write_json_atomic(info_path, info)
-    return data_file
-
-
-def record_tokens(tokenizer: Any, record: Mapping[str, str]) -> int:
-    """Token count of a record as LlamaFactory's `empty` template encodes it (prompt and response separately)."""
-    prompt = tokenizer.encode(record[DATA_FORMAT_COLUMNS["prompt"]], add_special_tokens=False)
-    response = tokenizer.encode(record[DATA_FORMAT_COLUMNS["response"]], add_special_tokens=False)
-    return len(prompt) + len(response)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
-
-
-# ------------------------------------------------------------------------------------------------------ the recipe
 
 
 class TrainConfig(BaseModel):
@@ -441,13 +302,13 @@ def _run_cli(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: one killpg reaches torchrun's workers too
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=die_with_parent(),
         )
         try:
             timed_out = _pump(proc, log, tail, parser, on_progress, started, timeout_s)
             returncode = proc.wait()
         except BaseException:
-            _kill_group(proc)  # an exception here (KeyboardInterrupt, a failing callback) must not orphan it
+            kill_group(proc)  # an exception here (KeyboardInterrupt, a failing callback) must not orphan it
             raise
     runtime = time.monotonic() - started
     if timed_out:
@@ -479,7 +340,7 @@ def _pump(
         sel.register(fd, selectors.EVENT_READ)
         while True:
             if timeout_s is not None and time.monotonic() - started > timeout_s:
-                _kill_group(proc)
+                kill_group(proc)
                 tail.append(f"[killed after {timeout_s:.0f}s timeout]")
                 log.write(tail[-1] + "\n")
                 return True
@@ -511,36 +372,6 @@ def _take_line(
     progress = parser.feed(line)
     if progress and on_progress is not None:
         on_progress(progress)
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """preexec_fn: SIGKILL the child when the process that started it dies (Linux prctl PR_SET_PDEATHSIG).
-
-    PDEATHSIG follows the *thread* that forked; run_training blocks that thread until the child ends, so it holds.
-    """
-
-    if not sys.platform.startswith("linux"):
-        raise OSError("run_training needs Linux (prctl PR_SET_PDEATHSIG ties the trainer's life to the caller's)")
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before fork: the child only makes the call
-    pr_set_pdeathsig = 1
-
-    def set_pdeathsig() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return set_pdeathsig
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the child's whole process group (torchrun workers included) and reap it."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # it exited between poll and kill
-        pass
-    proc.wait()
 
 
 def _read_metrics(output_dir: Path) -> dict[str, Any]:
@@ -594,158 +425,3 @@ def validation_run(
 def _tail(log_path: Path, n: int = TAIL_LINES) -> list[str]:
     with log_path.open(encoding="utf-8", errors="replace") as f:
         return [line.rstrip("\n") for line in deque(f, maxlen=n)]
-
-
-# ------------------------------------------------------------------------------------------------------ export
-
-
-def export_model(
-    output_dir: Path,
-    final_dir: Path,
-    *,
-    base_model: str | Path | None = None,
-    on_progress: Callable[[str], None] | None = None,
-    timeout_s: float | None = None,
-) -> Path:
-    """Make the trained model in `output_dir` a clean, loadable HF model in `final_dir`, atomically.
-
-    Guarantees: config.json with `architectures`, safetensors weights, the tokenizer (with `base_model`: exactly
-    the base's) and a chat template, none of the trainer's records. A LoRA adapter is first merged into its base
-    by LlamaFactory's own `export` command (log in `output_dir/merge/`). The model is built in a temporary sibling
-    folder and renamed into place, so `final_dir` is either the old model or the complete new one.
-    """
-    output_dir, final_dir = Path(output_dir).resolve(), Path(final_dir).resolve()
-    is_adapter = (output_dir / "adapter_config.json").is_file()
-    if not is_adapter and not (output_dir / "config.json").is_file():
-        raise ExportError(f"{output_dir} has neither config.json nor adapter_config.json: not a trained model")
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final_dir.with_name(f".{final_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        if is_adapter:
-            base_model = base_model or _adapter_base(output_dir)
-            merge_lora(output_dir, base_model, tmp, workdir=output_dir / "merge", on_progress=on_progress,
-                       timeout_s=timeout_s)
-        else:
-            tmp.mkdir()
-            for item in output_dir.iterdir():
-                # Files only: checkpoint-*/ and runs/ folders are training state, not the model.
-                if item.is_file() and item.name not in _TRAINING_ARTEFACTS:
-                    shutil.copy2(item, tmp / item.name)
-        _ensure_architectures(tmp)
-        _ensure_safetensors(tmp)
-        _ensure_tokenizer(tmp, base_model)
-        _swap_into_place(tmp, final_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-built copy behind; the error still propagates
-        raise
-    return final_dir
-
-
-def merge_lora(
-    adapter_dir: Path,
-    base_model: str | Path,
-    export_dir: Path,
-    *,
-    workdir: Path,
-    template: str = TEMPLATE,
-    on_progress: Callable[[str], None] | None = None,
-    timeout_s: float | None = None,
-    python: str | None = None,
-) -> Path:
-    """Merge a LoRA adapter into its base with `llamafactory.cli export` (a subprocess, like training)."""
-    args = {
-        "model_name_or_path": str(base_model),
-        "adapter_name_or_path": str(Path(adapter_dir).resolve()),
-        "template": template,
-        "finetuning_type": "lora",
-        "export_dir": str(Path(export_dir).resolve()),
-        "export_device": "cpu",
-    }
-    check_config(args, "export")
-    import yaml
-
-    _run_cli("export", yaml.safe_dump(args, sort_keys=False), Path(workdir), 1, on_progress, timeout_s, python)
-    return Path(export_dir)
-
-
-def _adapter_base(adapter_dir: Path) -> str:
-    base = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise ExportError(f"{adapter_dir}/adapter_config.json names no base model; pass base_model")
-    return str(base)
-
-
-def _ensure_architectures(model_dir: Path) -> None:
-    """vLLM and inspect's providers need `architectures`; GGUF-converted configs leave it empty."""
-    path = model_dir / "config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if config.get("architectures"):
-        return
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""))
-    if not arch:
-        raise ExportError(f"config.json has no architectures and model_type {config.get('model_type')!r} is unknown")
-    config["architectures"] = [arch]
-    _write_json_atomic(path, config)
-
-
-def _ensure_safetensors(model_dir: Path) -> None:
-    if any(model_dir.glob("*.safetensors")):
-        return
-    if not any(model_dir.glob("*.bin")):
-        raise ExportError(f"no weights in {model_dir}")
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir)  # old-style .bin: re-save as safetensors
-    for f in model_dir.glob("pytorch_model*.bin*"):
-        f.unlink()
-    model.save_pretrained(model_dir)  # transformers 5 writes safetensors only (safe_serialization is gone)
-    if not any(model_dir.glob("*.safetensors")):
-        raise ExportError(f"re-saving {model_dir} produced no safetensors file")
-
-
-_TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
-    "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
-)
-
-
-def _ensure_tokenizer(model_dir: Path, base_model: str | Path | None) -> None:
-    """A loadable tokenizer with a chat template; with `base_model`, exactly the base model's tokenizer.
-
-    LlamaFactory re-saves the tokenizer with its own tweaks (pad token, right padding); full SFT adds no tokens, so
-    the base tokenizer is the one the evaluation must see. A vocabulary mismatch means training changed it: error.
-    """
-    from transformers import AutoTokenizer
-
-    from tools.model import has_chat_template
-
-    try:
-        trained = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as e:
-        if base_model is None:
-            raise ExportError(f"no loadable tokenizer in {model_dir}: {e}") from e
-        trained = None  # the base's tokenizer replaces it below
-    if base_model is not None:
-        base = AutoTokenizer.from_pretrained(base_model)
-        if trained is not None and len(trained) != len(base):
-            raise ExportError(f"tokenizer vocabulary changed in training ({len(base)} -> {len(trained)} tokens)")
-        for name in _TOKENIZER_FILES:
-            (model_dir / name).unlink(missing_ok=True)
-        base.save_pretrained(model_dir)
-    if not has_chat_template(model_dir):
-        raise ExportError(f"the model in {model_dir} has no chat template (pass base_model to take the base's)")
-
-
-def _swap_into_place(tmp: Path, final_dir: Path) -> None:
-    """Rename `tmp` to `final_dir`; an existing final_dir is moved aside first and removed after."""
-    old = None
-    if final_dir.exists():
-        old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
-        final_dir.rename(old)
-    tmp.rename(final_dir)
-    if old is not None:
-        shutil.rmtree(old)

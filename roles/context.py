@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from graph.settings import RunSettings
-from graph.workspace import Workspace
+from core.redact import redact
+from core.settings import RunSettings
+from core.workspace import Workspace
 from tasks.base import BenchmarkTask
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class Progress:
     def __call__(self, message: str) -> None:
         spent = self.spent_s + time.time() - self.started
         left = max(0.0, self.budget_s - spent)
-        print(f"[iter {self.iteration} | stage {self.stage} | {self.role:<17}] {message}  "
+        print(f"[iter {self.iteration} | stage {self.stage} | {self.role:<17}] {redact(message)}  "
               f"({_clock(spent)} spent, {_clock(left)} left)", file=self.stream, flush=True)
 
 
