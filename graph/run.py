@@ -208,7 +208,7 @@ def build_context(settings, stream=sys.stdout, *, resume: bool = False):
     check_task_data(task)
     from tools.evaluate import check_limit
 
-    check_limit(settings.eval_limit or task.sample_floor(), task.benchmark_size())
+    check_limit(settings.eval_limit or task.sample_floor(), task.benchmark_size(), task.full_size)
     check_specs(settings)
     progress = Progress(budget_s=settings.hours * 3600, stream=stream)
     progress("preparing the base model" + ("" if settings.base_model else " (embedded SmolLM2-135M-Instruct)"))

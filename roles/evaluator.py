@@ -16,7 +16,7 @@ def evaluate(ctx: RunContext, model_dir: str, out_dir: Path, limit: int | None =
     verify_eval_checksums(ctx.ws)
     size = ctx.task.benchmark_size()
     limit = limit or ctx.settings.eval_limit or ctx.task.sample_floor()
-    check_limit(limit, size)
+    check_limit(limit, size, ctx.task.full_size)
     report = run_eval(ctx.task, model_dir, out_dir, limit=limit, on_gpu=ctx.on_gpu,
                       provider=choose_provider(ctx.settings.eval_provider, ctx.on_gpu),
                       batch_size=ctx.settings.eval_batch_size, seed=ctx.settings.seed, on_progress=ctx.progress)

@@ -61,15 +61,19 @@ class TrainingExample:
     input_text: str
     """The row's own input (e.g. the question), as the source holds it: with `response`, what decontamination
     reads (never our rendering, whose fixed instruction text every row shares)."""
+    tools: list[dict[str, Any]] | None = None
+    """Tool definitions the evaluation renders into this prompt (function-calling benchmarks), as JSON schemas."""
 
     @property
     def decontam_text(self) -> str:
         return f"{self.input_text}\n{self.response}"
 
 
-def sample_floor(benchmark_size: int) -> int:
-    """The fewest samples any comparison may use: max(32, ceil(5% of the benchmark))."""
-    return max(32, math.ceil(0.05 * benchmark_size))
+def sample_floor(benchmark_size: int, full_size: int | None = None) -> int:
+    """The fewest samples any comparison may use: max(32, ceil(5% of the benchmark)); for a benchmark whose whole
+    published test set is smaller than that (AIME 2025 has 30 problems), all of it."""
+    floor = max(32, math.ceil(0.05 * benchmark_size))
+    return min(floor, full_size) if full_size is not None else floor
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -126,6 +130,9 @@ class BenchmarkTask(ABC):
     """What `benchmark_train` means for this benchmark, in words."""
     needs_judge: ClassVar[bool] = False
     """Scored by a judge model: a run needs --judge."""
+    full_size: ClassVar[int | None] = None
+    """The published test set's size, for a benchmark smaller than the sample floor of 32: comparisons then use
+    all of it. A test file smaller than the floor is refused either way."""
 
     def __init__(self, data_dir: Path | None, *, judge: str | None = None):
         self.data_dir = data_dir
@@ -228,4 +235,4 @@ class BenchmarkTask(ABC):
         return len(self.load_test())
 
     def sample_floor(self) -> int:
-        return sample_floor(self.benchmark_size())
+        return sample_floor(self.benchmark_size(), self.full_size)

@@ -81,7 +81,7 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
     for ex in examples:
         if len(records) >= knobs.max_rows:
             break
-        prompt = tokenizer.apply_chat_template(ex.messages, tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(ex.messages, tools=ex.tools, tokenize=False, add_generation_prompt=True)
         record = sft_record(prompt, ex.response, eot)
         n_tokens = record_tokens(tokenizer, record)  # the count LlamaFactory itself truncates by
         if n_tokens > cutoff_len:

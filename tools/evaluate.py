@@ -21,9 +21,9 @@ from tools.model import model_sha256
 SUMMARY_SAMPLES = 15
 
 
-def check_limit(limit: int, benchmark_size: int) -> None:
+def check_limit(limit: int, benchmark_size: int, full_size: int | None = None) -> None:
     """A comparison uses at least the floor, and no more samples than the benchmark has."""
-    floor = sample_floor(benchmark_size)
+    floor = sample_floor(benchmark_size, full_size)
     if benchmark_size < floor:
         raise EvalRefused(f"the test set has {benchmark_size} samples, fewer than the floor of {floor} "
                           "(max(32, ceil(5%))): no comparison on it would count")
