@@ -53,6 +53,8 @@ class RunSettings(BaseModel):
     """Per-role overrides of `backbone`."""
     judge: str | None = None
     """Backbone spec of the judge model, for benchmarks scored by a judge."""
+    train_file: Path | None = None
+    """A local JSONL in the benchmark's raw schema that replaces its default training source (benchmark_train)."""
     backbone_max_tokens: int = Field(2048, ge=64, le=65536)
     """Longest answer a backbone may write in one call (a handoff is a few hundred tokens)."""
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -91,7 +93,7 @@ class RunSettings(BaseModel):
             raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
         return v
 
-    @field_validator("workspace", "data_dir", "memory_dir", mode="before")
+    @field_validator("workspace", "data_dir", "memory_dir", "train_file", mode="before")
     @classmethod
     def _path(cls, v: Any) -> Any:
         if v is None:

@@ -19,9 +19,28 @@ from core.errors import EXIT_BUG, EXIT_INPUT, EXIT_OK, InputError, PosttrainErro
 from core.redact import redact
 from tasks import DEFAULT_TASK
 
-SETTING_FLAGS = ("task", "data_dir", "base_model", "workspace", "hours", "max_iterations", "target", "backbone",
-                 "role_backbone", "judge", "device", "eval_limit", "eval_provider", "eval_batch_size", "final_eval",
-                 "memory_dir", "seed", "config", "allow_overlap")
+SETTING_FLAGS = (
+    "task",
+    "data_dir",
+    "base_model",
+    "workspace",
+    "hours",
+    "max_iterations",
+    "target",
+    "backbone",
+    "role_backbone",
+    "judge",
+    "train_file",
+    "device",
+    "eval_limit",
+    "eval_provider",
+    "eval_batch_size",
+    "final_eval",
+    "memory_dir",
+    "seed",
+    "config",
+    "allow_overlap",
+)
 """The flags that make a run's settings; --resume takes the saved ones and refuses these."""
 
 
@@ -47,9 +66,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-iterations", type=int, help="iteration cap (default 2)")
     p.add_argument("--target", type=float, help="stop once the development score reaches this (0-1)")
     p.add_argument("--backbone", help="backbone for every role (default playbook)")
-    p.add_argument("--role-backbone", action="append", default=[], metavar="ROLE=SPEC",
-                   help="per-role backbone override; repeatable")
+    p.add_argument(
+        "--role-backbone",
+        action="append",
+        default=[],
+        metavar="ROLE=SPEC",
+        help="per-role backbone override; repeatable",
+    )
     p.add_argument("--judge", metavar="SPEC", help="judge model for judged benchmarks (a backbone spec)")
+    p.add_argument(
+        "--train-file",
+        type=_path,
+        metavar="FILE",
+        help="a JSONL in the benchmark's own schema that replaces its default training source",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--eval-limit", type=int, help="development evaluation size (default: the sample floor)")
     p.add_argument("--eval-provider", choices=["auto", "prefixcache", "hf", "vllm"])
@@ -57,11 +87,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--final-eval", choices=["auto", "full", "none"])
     p.add_argument("--memory-dir", type=_path, help="experiment memory shared between runs")
     p.add_argument("--seed", type=int)
-    p.add_argument("--allow-overlap", action="store_true", default=None,
-                   help="run even if the training source shares items with the test set")
-    p.add_argument("--config", type=_path, metavar="FILE",
-                   help="settings from a TOML or YAML file (same names as the options, e.g. role_backbones); "
-                        "options given on the command line win")
+    p.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        default=None,
+        help="run even if the training source shares items with the test set",
+    )
+    p.add_argument(
+        "--config",
+        type=_path,
+        metavar="FILE",
+        help="settings from a TOML or YAML file (same names as the options, e.g. role_backbones); "
+        "options given on the command line win",
+    )
     p.add_argument(
         "--trace",
         type=_path,
@@ -96,26 +134,8 @@ def settings_from_args(args: argparse.Namespace):
     workspace = args.workspace if args.workspace is not None else from_file.get("workspace")
     if workspace is None:
         workspace = Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    fields = dict(
-        task=task,
-        data_dir=args.data_dir,
-        base_model=args.base_model,
-        workspace=workspace,
-        hours=args.hours,
-        max_iterations=args.max_iterations,
-        target=args.target,
-        backbone=args.backbone,
-        role_backbones=overrides,
-        judge=args.judge,
-        device=args.device,
-        eval_limit=args.eval_limit,
-        eval_provider=args.eval_provider,
-        eval_batch_size=args.eval_batch_size,
-        final_eval=args.final_eval,
-        memory_dir=args.memory_dir,
-        seed=args.seed,
-        allow_overlap=args.allow_overlap,
-    )
+    fields = {name: getattr(args, name) for name in SETTING_FLAGS if name not in ("role_backbone", "config")}
+    fields |= {"task": task, "workspace": workspace, "role_backbones": overrides}
     given = {k: v for k, v in fields.items() if v is not None and v != {}}
     if isinstance(from_file.get("role_backbones"), dict) and "role_backbones" in given:
         given["role_backbones"] = {**from_file["role_backbones"], **given["role_backbones"]}
@@ -204,7 +224,7 @@ def build_context(settings, stream=sys.stdout, *, resume: bool = False):
 
     if settings.data_dir is not None and not settings.data_dir.is_dir():
         raise InputError(f"data dir not found: {settings.data_dir}")
-    task = get_task(settings.task, settings.data_dir, judge=settings.judge)
+    task = get_task(settings.task, settings.data_dir, judge=settings.judge, train_file=settings.train_file)
     check_task_data(task)
     from tools.evaluate import check_limit
 
@@ -245,7 +265,7 @@ def check_task_data(task) -> None:
         problem = task.test_row_problem(row) if isinstance(row, dict) else "not a JSON object"
         if problem:
             raise InputError(f"{task.name} test row {i}: {problem}")
-    task.load_train()
+    task.training_rows()
 
 
 def check_overlap(task, allowed: bool, say) -> None:

@@ -30,24 +30,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, SecretStr
+from typing import TYPE_CHECKING, Any
 
 from core.errors import BackboneError, BackboneUnreachable, InputError
 from core.proc import die_with_parent, terminate
 from core.redact import redact
 from core.settings import RetrySettings
+from core.specs import COMPATIBLE_KEY_ENV, LOCAL_MODEL_ALIAS, OPENAI_KEY_ENV, BackboneSpec, parse_spec  # noqa: F401
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from core.settings import RunSettings
 
-OPENAI_KEY_ENV = "OPENAI_API_KEY"
-COMPATIBLE_KEY_ENV = "OPENAI_COMPATIBLE_API_KEY"
-LOCAL = "local"
-LOCAL_MODEL_ALIAS = "local"
 LOCAL_THREADS_ENV = "POSTTRAIN_LOCAL_THREADS"
 
 CONNECT_TIMEOUT_S = 5.0
@@ -57,47 +52,6 @@ within 30 s of the command, start-up included."""
 STARTUP_DEADLINE_S = 30.0
 LOCAL_MAX_TOKENS = 768
 """The local model only ever writes one bounded handoff per call; this caps a runaway string."""
-
-
-class BackboneSpec(BaseModel):
-    """A parsed spec. `api_key` is a SecretStr, so reprs, logs and dumps show it masked."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["openai", "openai-compatible", "local"]
-    model: str
-    base_url: str | None = None
-    """Up to and including /v1; None is the OpenAI API."""
-    api_key: SecretStr = SecretStr("none")
-
-    def __str__(self) -> str:
-        if self.kind == "local":
-            return LOCAL
-        if self.kind == "openai":
-            return f"openai:{self.model}"
-        return f"openai-compatible:{self.base_url}#{self.model}"
-
-
-def parse_spec(spec: str) -> BackboneSpec:
-    """Parse a backbone spec; a malformed spec or a missing key is an `InputError` (exit code 2)."""
-    if spec == LOCAL:
-        return BackboneSpec(kind="local", model=LOCAL_MODEL_ALIAS)
-    kind, sep, rest = spec.partition(":")
-    if kind == "openai" and sep and rest:
-        key = os.environ.get(OPENAI_KEY_ENV, "")
-        if not key:
-            raise InputError(f"backbone {spec!r} needs an API key in ${OPENAI_KEY_ENV}")
-        return BackboneSpec(kind="openai", model=rest, api_key=SecretStr(key))
-    if kind == "openai-compatible" and sep:
-        url, hash_, model = rest.rpartition("#")
-        if not hash_ or not url or not model or not url.startswith(("http://", "https://")):
-            raise InputError(f"backbone {spec!r}: expected openai-compatible:URL#MODEL, e.g. "
-                             "openai-compatible:http://127.0.0.1:8000/v1#Qwen/Qwen3-8B")
-        key = os.environ.get(COMPATIBLE_KEY_ENV) or "none"
-        return BackboneSpec(kind="openai-compatible", model=model, base_url=url.rstrip("/"),
-                            api_key=SecretStr(key))
-    raise InputError(f"unknown backbone {spec!r}: use playbook, local, openai:MODEL or "
-                     "openai-compatible:URL#MODEL")
 
 
 def check_spec(spec: str) -> None:

@@ -12,6 +12,12 @@ __all__ = ["BenchmarkTask", "GenerationSettings", "InputError", "TrainingExample
 DEFAULT_TASK = "gsm8k"
 TASKS: dict[str, str] = {
     "gsm8k": "tasks.gsm8k:GSM8K",
+    "aime2025": "tasks.aime2025:AIME2025",
+    "gpqa_diamond": "tasks.gpqa:GPQADiamond",
+    "bfcl": "tasks.bfcl:BFCL",
+    "humaneval": "tasks.humaneval:HumanEval",
+    "healthbench": "tasks.healthbench:HealthBench",
+    "arenahard": "tasks.arenahard:ArenaHard",
 }
 """Task name → "module:class" (imported on first use: each benchmark pulls in its own inspect-evals code)."""
 
@@ -23,7 +29,8 @@ def task_class(name: str) -> type[BenchmarkTask]:
     return getattr(importlib.import_module(module), cls)
 
 
-def get_task(name: str, data_dir: Path | None, *, judge: str | None = None) -> BenchmarkTask:
+def get_task(name: str, data_dir: Path | None, *, judge: str | None = None,
+             train_file: Path | None = None) -> BenchmarkTask:
     """The task called `name`; an unknown name is an `InputError` listing the known ones."""
     cls = task_class(name)
     if data_dir is not None and not (data_dir / name).is_dir():
@@ -31,4 +38,6 @@ def get_task(name: str, data_dir: Path | None, *, judge: str | None = None) -> B
                          f"{data_dir / name}/)")
     if cls.needs_judge and not judge:
         raise InputError(f"task {name} is scored by a judge model: give one with --judge SPEC (e.g. openai:gpt-5-mini)")
-    return cls(data_dir, judge=judge)
+    if train_file is not None and not train_file.is_file():
+        raise InputError(f"--train-file {train_file} not found")
+    return cls(data_dir, judge=judge, train_file=train_file)

@@ -69,11 +69,25 @@ class TrainingExample:
         return f"{self.input_text}\n{self.response}"
 
 
+SAMPLE_PLACEHOLDER = "<<SAMPLE INPUT>>"
+
+
 def sample_floor(benchmark_size: int, full_size: int | None = None) -> int:
     """The fewest samples any comparison may use: max(32, ceil(5% of the benchmark)); for a benchmark whose whole
     published test set is smaller than that (AIME 2025 has 30 problems), all of it."""
     floor = max(32, math.ceil(0.05 * benchmark_size))
     return min(floor, full_size) if full_size is not None else floor
+
+
+def mean_and_stderr(values: list[float]) -> tuple[float, float]:
+    """The mean of per-sample scores and its standard error (sample standard deviation over sqrt(n)), as inspect's
+    accuracy() and stderr() compute them."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, (var / n) ** 0.5
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -134,9 +148,12 @@ class BenchmarkTask(ABC):
     """The published test set's size, for a benchmark smaller than the sample floor of 32: comparisons then use
     all of it. A test file smaller than the floor is refused either way."""
 
-    def __init__(self, data_dir: Path | None, *, judge: str | None = None):
+    def __init__(self, data_dir: Path | None, *, judge: str | None = None, train_file: Path | None = None):
         self.data_dir = data_dir
         self.judge = judge
+        """Backbone spec of the judge model (judged benchmarks)."""
+        self.train_file = train_file
+        """A local JSONL in the benchmark's raw schema that replaces its default training source."""
 
     # -- data ----------------------------------------------------------------------------------------------
 
@@ -146,7 +163,12 @@ class BenchmarkTask(ABC):
 
     @abstractmethod
     def load_train(self) -> list[dict[str, Any]]:
-        """The raw rows of the default training source (`benchmark_train`), never the test set."""
+        """The raw rows of the benchmark's own default training source, never the test set. A benchmark that has
+        none raises `InputError` saying so (the user then gives --train-file)."""
+
+    def training_rows(self) -> list[dict[str, Any]]:
+        """What `benchmark_train` reads: the --train-file when one is given, else the benchmark's own source."""
+        return read_jsonl(self.train_file) if self.train_file is not None else self.load_train()
 
     def test_row_problem(self, row: dict[str, Any]) -> str | None:
         """Why a test row cannot be evaluated (checked for every row at start, so a bad file fails at once)."""
@@ -194,8 +216,15 @@ class BenchmarkTask(ABC):
         has an answer in the expected form (None: the generic "answer present but wrong")."""
         return None
 
+    def score_samples(self, scores: list[Any]) -> tuple[float, float]:
+        """The benchmark's score from its samples' inspect `Score`s, and its standard error: by default the mean of
+        the sample values (samples a benchmark drops, valued NaN, are left out)."""
+        values = [v for v in map(self.sample_value, scores) if not math.isnan(v)]
+        return mean_and_stderr(values) if values else (0.0, 0.0)
+
     def sample_value(self, score: Any) -> float:
-        """One sample's score as a number in [0, 1] (inspect's "C"/"I" letters, or a numeric value)."""
+        """One sample's score as a number (inspect's "C"/"I" letters, or a numeric value); NaN for a sample the
+        benchmark's protocol drops (a judge that gave no verdict)."""
         from inspect_ai.scorer import value_to_float
 
         return float(value_to_float()(score.value))
@@ -220,6 +249,15 @@ class BenchmarkTask(ABC):
     def eval_inputs(self, n: int) -> list[str]:
         """The first `n` test inputs, as the canonical task's dataset holds them."""
         return [str(s.input) for s in self.inspect_task().dataset[:n]]
+
+    def eval_tools(self, n: int) -> list[list[dict[str, Any]] | None]:
+        """The tool definitions the evaluation passes with each of its first `n` prompts (None: none)."""
+        return [None] * n
+
+    def prompt_skeleton(self, rendered: str, input_text: str) -> str:
+        """A rendered prompt with the sample's own input masked: what every prompt of the benchmark shares, so
+        that a training prompt can be compared with the evaluation's."""
+        return rendered.replace(input_text, SAMPLE_PLACEHOLDER)
 
     def _prompt_solvers(self) -> list[Any]:
         """The canonical task's solvers before generation: they shape the model-facing prompt. A task whose

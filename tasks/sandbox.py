@@ -1,11 +1,12 @@
 """A local sandbox for model-written code (HumanEval/MBPP): the inspect-ai provider `posttrain_local`, `sandbox_spec()`
 to choose between it and docker, and a HumanEval check whose pass the completion cannot fake.
 
-Each exec goes through a small trusted launcher (`_LAUNCHER`, run as the caller) that unshares a network namespace,
-then forks the command with rlimits as an unprivileged uid, and stays behind as a child subreaper: when the command
-ends or times out it kills every process the command left (same network namespace or reparented to it) and reaps
-them, so nothing outlives the exec and zombies never eat the uid's RLIMIT_NPROC budget (PID 1 here does not reap).
-"""
+Each exec goes through a small trusted launcher (`_LAUNCHER`, run as the caller) that unshares a network namespace
+and, when folders are to be hidden (`POSTTRAIN_SANDBOX_HIDE`), a mount namespace in which each is covered by an empty
+read-only tmpfs, then forks the command with rlimits as an unprivileged uid, and stays behind as a child subreaper:
+when the command ends or times out it kills every process the command left (same network namespace or reparented to
+it) and reaps them, so nothing outlives the exec and zombies never eat the uid's RLIMIT_NPROC budget (PID 1 here does
+not reap)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from inspect_ai.util import (
 from inspect_ai.util import concurrency as throttle
 
 ALLOW_NETWORK_ENV = "POSTTRAIN_SANDBOX_ALLOW_NETWORK"  # "1": run without a network namespace where none can be made
+HIDE_ENV = "POSTTRAIN_SANDBOX_HIDE"  # os.pathsep-separated folders the code must not see (the benchmark's data)
 LIMITS = {"CPU": 30, "AS": 1 << 30, "NPROC": 64, "FSIZE": 64 << 20, "NOFILE": 256, "CORE": 0}  # POSTTRAIN_SANDBOX_<K>
 DEFAULT_TIMEOUT_S = 120  # wall clock when the caller gives none (POSTTRAIN_SANDBOX_TIMEOUT_S)
 PASS_SENTINEL = "POSTTRAIN_CHECK_PASSED"
@@ -48,11 +50,14 @@ ISOLATION = {
               "compose file sets them), removed after the sample.",
     "posttrain_local": "Each exec runs on the host as an unprivileged uid (default `nobody`) in a fresh per-sample "
                        "directory with a minimal environment, rlimits on CPU, memory, processes, file size and open "
-                       "files, a private network namespace holding only a down loopback, and a wall-clock timeout "
-                       "after which every process it started is killed; it can still read world-readable host files.",
-    "posttrain_local_nonroot": "When the caller is not root, each exec runs as the calling user inside a new user and "
-                               "network namespace with the same directory, environment, rlimits and timeout, so it "
-                               "has no network but can read and write whatever the calling user can.",
+                       "files, a private network namespace holding only a down loopback, a private mount namespace "
+                       "in which every folder listed in POSTTRAIN_SANDBOX_HIDE (the benchmark's data) is covered by "
+                       "an empty read-only mode-000 tmpfs, and a wall-clock timeout after which every process it "
+                       "started is killed; it can still read other world-readable host files.",
+    "posttrain_local_nonroot": "When the caller is not root, each exec runs as the calling user inside a new user, "
+                               "network and mount namespace with the same directory, environment, rlimits, hidden "
+                               "folders and timeout, so it has no network but can read and write whatever else the "
+                               "calling user can.",
 }
 
 # Trusted launcher: argv = [spec_json, *cmd]. Runs as the caller; only the forked child drops to the sandbox uid.
@@ -60,14 +65,21 @@ _LAUNCHER = r"""
 import ctypes, json, os, resource, signal, sys, time, warnings  # all imports now: the child cannot read our stdlib
 spec, cmd, me = json.loads(sys.argv[1]), sys.argv[2:], os.getpid()
 libc = ctypes.CDLL(None, use_errno=True)
-if spec["netns"]:
-    flags = 0x40000000 if spec["uid"] is not None else 0x50000000  # CLONE_NEWNET (| CLONE_NEWUSER when not root)
-    if libc.unshare(flags) != 0:
-        sys.stderr.write("sandbox: unshare: " + os.strerror(ctypes.get_errno()) + "\n"); sys.exit(125)
+def fail(what): sys.stderr.write("sandbox: %s: %s\n" % (what, os.strerror(ctypes.get_errno()))); sys.exit(125)
+flags = (0x40000000 if spec["netns"] else 0) | (0x20000 if spec["hide"] else 0)  # CLONE_NEWNET, CLONE_NEWNS
+if flags:
+    if spec["uid"] is None: flags |= 0x10000000  # CLONE_NEWUSER: what lets a caller that is not root make the others
+    if libc.unshare(flags) != 0: fail("unshare")
     if spec["uid"] is None:  # map ourselves so files we create keep our uid
         for name, text in (("setgroups", "deny"), ("uid_map", "%d %d 1" % ((os.getuid(),) * 2)),
                            ("gid_map", "%d %d 1" % ((os.getgid(),) * 2))):
             with open("/proc/self/" + name, "w") as f: f.write(text)
+# MS_REC|MS_PRIVATE first, so our mounts stay in this namespace; then an empty read-only
+# (MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC) mode-000 tmpfs over each hidden folder, which the uid cannot undo
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+if spec["hide"] and libc.mount(b"none", b"/", None, 0x44000, None) != 0: fail("making / private")
+for path in spec["hide"]:
+    if libc.mount(b"tmpfs", path.encode(), b"tmpfs", 0xF, b"mode=000,size=4k") != 0: fail("hiding " + path)
 libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come back here to be killed and reaped
 libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE=0: a same-uid child cannot ptrace us
 libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_DEATHSIG: clean up if the eval process dies
@@ -123,11 +135,23 @@ def _identity() -> tuple[int, int] | None:
     return uid, gid
 
 
-def _launcher_cmd(ident: tuple[int, int] | None, netns: bool, cmd: list[str]) -> list[str]:
+def _launcher_cmd(ident: tuple[int, int] | None, netns: bool, cmd: list[str],
+                  hide: list[str] | None = None) -> list[str]:
     limits = [[getattr(resource, f"RLIMIT_{k}"), int(os.environ.get(f"POSTTRAIN_SANDBOX_{k}", v))]
               for k, v in LIMITS.items()]
-    spec = {"uid": ident and ident[0], "gid": ident and ident[1], "netns": netns, "limits": limits}
+    spec = {"uid": ident and ident[0], "gid": ident and ident[1], "netns": netns, "limits": limits, "hide": hide or []}
     return [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(spec), *cmd]
+
+
+def _hidden_dirs(keep: list[Path]) -> list[str]:
+    """The existing folders listed in POSTTRAIN_SANDBOX_HIDE, resolved; a listed folder that holds one of `keep`
+    (the sample's own directory, the interpreter) is left visible, or the sandbox could not run at all."""
+    found = []
+    for entry in os.environ.get(HIDE_ENV, "").split(os.pathsep):
+        path = Path(os.path.realpath(entry)) if entry.strip() else None
+        if path and path.is_dir() and not any(k.is_relative_to(path) for k in keep) and str(path) not in found:
+            found.append(str(path))
+    return found
 
 
 @functools.cache
@@ -215,8 +239,9 @@ class PostTrainLocalSandbox(SandboxEnvironment):
 
     async def _run(self, cmd: list[str], input: str | bytes | None, cwd: Path, env: dict[str, str],
                    timeout: int) -> ExecResult[str]:
+        hide = _hidden_dirs([self.root, Path(os.path.realpath(_sandbox_python()))])
         proc = await asyncio.create_subprocess_exec(
-            *_launcher_cmd(self.ident, self.netns, cmd), cwd=cwd, env=env, start_new_session=True,
+            *_launcher_cmd(self.ident, self.netns, cmd, hide), cwd=cwd, env=env, start_new_session=True,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         limit = SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE

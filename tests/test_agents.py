@@ -461,7 +461,8 @@ def test_a_backbone_that_goes_away_mid_run_stops_the_decision_after_its_retries(
 
 def test_keys_stay_out_of_reprs_dumps_and_settings(monkeypatch, tmp_path):
     from core.settings import RunSettings
-    from roles.llm import load_backbone, parse_spec
+    from core.specs import parse_spec
+    from roles.llm import load_backbone
 
     secret = "sk-test-SECRET-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
@@ -492,7 +493,7 @@ def test_keys_stay_out_of_reprs_dumps_and_settings(monkeypatch, tmp_path):
     ],
 )
 def test_malformed_specs_are_input_errors(spec, message, monkeypatch):
-    from roles.llm import parse_spec
+    from core.specs import parse_spec
     from tasks.base import InputError
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

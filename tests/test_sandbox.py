@@ -180,6 +180,39 @@ def test_timeout_kills_the_process_group(box: PostTrainLocalSandbox) -> None:
     assert time.monotonic() - start < 8 and sandbox_pids(box) <= before
 
 
+@pytest.fixture
+def data_folder(humaneval: dict[str, dict[str, str]]) -> Iterator[Path]:
+    """A world-readable folder holding a benchmark file (HumanEval/0 with its reference solution), as ../shared/data."""
+    folder = Path(tempfile.mkdtemp())
+    folder.chmod(0o755)
+    (folder / "test.jsonl").write_text(json.dumps(humaneval["HumanEval/0"]) + "\n")
+    (folder / "test.jsonl").chmod(0o644)
+    yield folder
+    (folder / "test.jsonl").unlink()
+    folder.rmdir()
+
+
+def test_hidden_folders_cannot_be_read(box: PostTrainLocalSandbox, humaneval: dict[str, dict[str, str]],
+                                       data_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A completion that copies the reference solution out of the benchmark's data passes unless the folder is
+    listed in POSTTRAIN_SANDBOX_HIDE; then it cannot even list the folder, while the host still reads it."""
+    row = humaneval["HumanEval/0"]
+    cheat = (f"    import json\n    ref = json.loads(open({str(data_folder / 'test.jsonl')!r}).readline())\n"
+             "    ns = {}\n    exec(ref['prompt'] + ref['canonical_solution'], ns)\n"
+             "    return ns['has_close_elements'](numbers, threshold)\n")
+    monkeypatch.delenv(sb.HIDE_ENV, raising=False)
+    assert judge(box, row, cheat)[0]  # the data is world-readable: the cheat works without hiding
+    monkeypatch.setenv(sb.HIDE_ENV, os.pathsep.join(["/no/such/folder", str(data_folder)]))  # missing: skipped
+    passed, result = judge(box, row, cheat)
+    assert not passed and "PermissionError" in result.stderr
+    listing = run(box, ["sh", "-c", f"ls {data_folder}; cat {data_folder}/test.jsonl; echo done"])
+    assert listing.stdout == "done\n" and listing.stderr.count("Permission denied") == 2
+    assert judge(box, row, row["canonical_solution"])[0]  # honest code still runs
+    assert "HumanEval/0" in (data_folder / "test.jsonl").read_text()  # the mount never reached the host
+    monkeypatch.setenv(sb.HIDE_ENV, str(box.root.parent))  # a folder holding the sandbox itself stays visible
+    assert run(box, ["python", "-c", "print(1)"]).stdout == "1\n"
+
+
 @pytest.mark.skipif(not ROOT or not os.access("/usr/bin/python3", os.X_OK), reason="needs root and a system python")
 def test_launcher_when_not_root() -> None:
     """Not root: the launcher runs as the caller in a new user+network namespace (emulated here as `nobody`)."""
@@ -191,6 +224,22 @@ def test_launcher_when_not_root() -> None:
                             capture_output=True, text=True, timeout=30)
     os.rmdir(work)
     assert result.returncode == 0 and result.stdout == "blocked\n", result.stderr
+
+
+@pytest.mark.skipif(not ROOT or not os.access("/usr/bin/python3", os.X_OK), reason="needs root and a system python")
+def test_hidden_folders_when_not_root(data_folder: Path) -> None:
+    """Not root: the new user namespace also owns a mount namespace, so the folder is hidden there too, and the
+    command (no capabilities after exec) cannot unmount the cover."""
+    work = Path(tempfile.mkdtemp())
+    os.chown(work, 65534, 65534)
+    code = (f"import subprocess\nsubprocess.run(['umount', {str(data_folder)!r}], capture_output=True)\n"
+            f"try: open({str(data_folder / 'test.jsonl')!r}).read(); print('read')\n"
+            "except PermissionError: print('hidden')")
+    cmd = ["/usr/bin/python3", *sb._launcher_cmd(None, True, ["python3", "-c", code], [str(data_folder)])[1:]]
+    result = subprocess.run(cmd, user=65534, group=65534, extra_groups=[], cwd=work, env={"PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=30)
+    os.rmdir(work)
+    assert result.returncode == 0 and result.stdout == "hidden\n", result.stderr
 
 
 def test_sandbox_spec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def load_source(task: BenchmarkTask, name: str) -> list[dict[str, Any]]:
     """
     source = sources.parse(name)
     if source.kind == "benchmark_train":
-        return task.load_train()
+        return task.training_rows()
     if source.kind == "local":
         try:
             return read_jsonl(source.path)
@@ -88,7 +88,7 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
             continue  # truncation would cut off the answer line the scorer reads
         records.append(record)
         meta.append({"source_id": ex.source_id, "input": ex.input_text, "decontam": ex.decontam_text,
-                     "tokens": n_tokens})
+                     "tokens": n_tokens, **({"tools": ex.tools} if ex.tools else {})})
     ops.append(OpCount(op=f"rewrite to answer format, render with chat template, keep ≤{cutoff_len} tokens, "
                           f"cap {knobs.max_rows}", rows_after=len(records)))
 
@@ -132,7 +132,7 @@ def shared_items(task: BenchmarkTask) -> list[str]:
 
     test = {normalize(task.dedup_text(r)) for r in task.load_test()} - {""}
     found = []
-    train = {normalize(task.dedup_text(r)) for r in task.load_train()}
+    train = {normalize(task.dedup_text(r)) for r in task.training_rows()}
     if shared := len(test & train):
         found.append(f"{shared} of the {len(test)} test items are also in the training source ({task.train_source})")
     inputs = task.eval_inputs(1)

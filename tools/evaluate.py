@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -16,6 +17,7 @@ from core.errors import EvalFailed, EvalRefused
 from core.handoffs import EvalReport, FailureMode
 from core.workspace import METRICS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from tasks.base import BenchmarkTask, sample_floor
+from tasks.judge import judge_usage
 from tools.model import model_sha256
 
 SUMMARY_SAMPLES = 15
@@ -86,7 +88,7 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
         raise EvalFailed(f"evaluation of {model_dir} did not finish ({log.status}): "
                          f"{log.error.message if log.error else 'no samples scored'}")
     samples = [_sample_view(task, s) for s in log.samples]
-    score, stderr = mean_and_stderr([s["value"] for s in samples])
+    score, stderr = task.score_samples([next(iter(s.scores.values())) for s in log.samples])
     report = EvalReport(
         model_dir=str(model_dir), model_sha256=model_sha256(model_dir), accuracy=score, stderr=stderr,
         n=len(samples), limit=limit, canonical=gen.canonical, max_tokens=gen.max_tokens, provider=provider,
@@ -96,7 +98,7 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
     )
     with (out_dir / SAMPLES_FILE).open("w") as f:  # per-sample scores: what paired comparisons read
         for s in samples:
-            f.write(json.dumps({"id": s["id"], "value": s["value"]}) + "\n")
+            f.write(json.dumps({"id": s["id"], "value": None if math.isnan(s["value"]) else s["value"]}) + "\n")
     (out_dir / METRICS_FILE).write_text(json.dumps({
         "accuracy": report.accuracy, "stderr": report.stderr, "metric": task.metric, "n": report.n, "limit": limit,
         "seed": seed, "model_path": report.model_dir, "model_sha256": report.model_sha256, "provider": provider,
@@ -105,18 +107,13 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
                                             f"benchmark's {task.max_tokens.canonical}; not canonical"),
     }, indent=2))
     write_sample_summary(samples, out_dir / SUMMARY_FILE, seed=seed, header=report)
+    judge = judge_usage(log, task.judge)
+    if judge is not None:  # judged benchmarks: what the judge cost, beside the score it gave
+        metrics = json.loads((out_dir / METRICS_FILE).read_text())
+        (out_dir / METRICS_FILE).write_text(json.dumps({**metrics, "judge": {"model": task.judge, **judge}}, indent=2))
+        if on_progress:
+            on_progress(f"judge {task.judge}: {judge['input_tokens']} input and {judge['output_tokens']} output tokens")
     return report
-
-
-def mean_and_stderr(values: list[float]) -> tuple[float, float]:
-    """The mean of per-sample scores and its standard error (sample standard deviation over sqrt(n)), as
-    inspect's accuracy() and stderr() compute them for 0/1 scores."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, (var / n) ** 0.5
 
 
 def read_sample_scores(eval_dir: Path) -> dict[str, float]:
@@ -124,7 +121,8 @@ def read_sample_scores(eval_dir: Path) -> dict[str, float]:
     path = eval_dir / SAMPLES_FILE
     if not path.is_file():
         return {}
-    return {row["id"]: row["value"] for row in map(json.loads, path.read_text().splitlines()) if row}
+    return {row["id"]: row["value"] for row in map(json.loads, path.read_text().splitlines())
+            if row and row["value"] is not None}
 
 
 @contextmanager
@@ -178,7 +176,8 @@ def write_sample_summary(samples: list[dict], path: Path, *, seed: int, header: 
         "",
     ]
     for i, s in enumerate(picked, 1):
-        verdict = "correct" if s["correct"] else ("wrong" if s["value"] <= 0 else f"partly right ({s['value']:.2f})")
+        verdict = ("not scored" if math.isnan(s["value"]) else "correct" if s["correct"]
+                   else "wrong" if s["value"] <= 0 else f"partly right ({s['value']:.2f})")
         lines += [
             f"## {i}. {s['id']}: {verdict} (extracted {s['answer']!r})",
             "",

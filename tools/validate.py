@@ -7,14 +7,16 @@ is the validation role's decision.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from core.handoffs import Check, DatasetManifest, ValidationFindings
-from tasks.base import BenchmarkTask
+from tasks.base import SAMPLE_PLACEHOLDER, BenchmarkTask
 from tools.data import load_records
 
 PAIRS = 5
-PLACEHOLDER = "<<SAMPLE INPUT>>"
+PLACEHOLDER_TOOL = {"name": "placeholder_tool", "description": "<<SAMPLE TOOLS>>",
+                    "parameters": {"type": "object", "properties": {}, "required": []}}
 
 
 def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, cutoff_len: int,
@@ -65,32 +67,66 @@ def _well_formed(record: dict, eot: str, tokenizer, cutoff_len: int) -> bool:
     return record_tokens(tokenizer, record) <= cutoff_len
 
 
-def _skeleton(prompt: str, sample_input: str) -> str:
-    return prompt.replace(sample_input, PLACEHOLDER)
+def _render(tokenizer, messages: list[dict], tools: list[dict] | None) -> str:
+    return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False, add_generation_prompt=True)
+
+
+def _tool_masker(tokenizer) -> Callable[[str, list[dict] | None], str]:
+    """A function that replaces the rendering of a prompt's tool definitions by a placeholder tool's, so that
+    prompts differing only in their per-sample tools share one skeleton.
+
+    Where and how tools appear is the chat template's business, so the span is found by rendering one probe turn
+    with the prompt's tools and with the placeholder tool: what differs is the tools' rendering. A template that
+    drops tools renders both alike and the prompt is left as it is; a span not found exactly once is left too
+    (the prompt then keeps its own tools and fails the comparison, visibly).
+    """
+    probe = [{"role": "user", "content": SAMPLE_PLACEHOLDER}]
+    rendered: list[str] = []  # the placeholder's rendering, made on first use
+
+    def mask(prompt: str, tools: list[dict] | None) -> str:
+        if not tools:
+            return prompt
+        if not rendered:
+            rendered.append(_render(tokenizer, probe, [PLACEHOLDER_TOOL]))
+        a, b = _render(tokenizer, probe, tools), rendered[0]
+        head = 0
+        while head < min(len(a), len(b)) and a[head] == b[head]:
+            head += 1
+        tail = 0
+        while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+            tail += 1
+        ours, placeholder = a[head:len(a) - tail], b[head:len(b) - tail]
+        if not ours or prompt.count(ours) != 1:
+            return prompt
+        return prompt.replace(ours, placeholder)
+
+    return mask
 
 
 def _alignment(task: BenchmarkTask, tokenizer, records: list[dict], meta: list[dict], with_system: bool,
                eot: str) -> tuple[bool, str, str]:
     """Compare rendered training prompts with prompts rendered by the canonical evaluation path.
 
-    With the sample input masked out, every training prompt must equal the evaluation's prompt (minus the
-    system block when the dataset deliberately leaves it out), and every response must end with the
-    answer line the scorer reads, followed by the end-of-turn token.
+    With the sample input masked out (and the tool definitions, where prompts carry their own), every training
+    prompt must equal the evaluation's prompt (minus the system block when the dataset deliberately leaves it
+    out), and every response must end with the answer line the scorer reads, followed by the end-of-turn token.
     """
     eval_inputs = task.eval_inputs(PAIRS)
+    mask_tools = _tool_masker(tokenizer)
     eval_skeletons = set()
     eval_rendered = []
-    for text in eval_inputs:
+    for text, tools in zip(eval_inputs, task.eval_tools(len(eval_inputs)), strict=True):
         messages = task.prompt_messages(text)
         if not with_system:
             messages = [m for m in messages if m["role"] != "system"]
-        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        rendered = _render(tokenizer, messages, tools)
         eval_rendered.append(rendered)
-        eval_skeletons.add(_skeleton(rendered, text))
+        eval_skeletons.add(task.prompt_skeleton(mask_tools(rendered, tools), text))
     problems = []
     if len(eval_skeletons) != 1:
         problems.append("evaluation prompts do not share one template")
-    mismatched = [i for i, (r, m) in enumerate(zip(records, meta)) if _skeleton(r["instruction"], m["input"])
+    mismatched = [i for i, (r, m) in enumerate(zip(records, meta))
+                  if task.prompt_skeleton(mask_tools(r["instruction"], m.get("tools")), m["input"])
                   not in eval_skeletons]
     no_answer = [i for i, r in enumerate(records) if not task.answer_ok(r["output"].removesuffix(eot))]
     if mismatched:

@@ -183,7 +183,10 @@ class AgentPolicy:
                          say=self._say)
         state = loop.graph().invoke({"messages": [SystemMessage(system), HumanMessage(human)], "steps": 0,
                                      "invalid": 0, "result": None},
-                                    context=env, config={"recursion_limit": 4 * (self.max_steps + self.max_invalid)})
+                                    context=env, config={"recursion_limit": 4 * (self.max_steps + self.max_invalid)},
+                                    # It keeps no checkpoints of its own (the outer node is checkpointed), so it
+                                    # must not inherit the outer run's synchronous durability, which waits on one.
+                                    durability="exit")
         used = [c["name"] for m in state["messages"] for c in getattr(m, "tool_calls", []) if c["name"] != "handoff"]
         self._say(f"{self.backbone.spec} handed off after {state['steps']} call(s)"
                   + (f"; tools used: {', '.join(used)}" if used else ""))

@@ -160,7 +160,7 @@ def list_sources(runtime: ToolRuntime[Any]) -> str:
     task = _env(runtime).need("task")
     return _json(
         {
-            "benchmark_train": f"{task.train_source} ({len(task.load_train())} rows, never the test set)",
+            "benchmark_train": f"{task.train_source} ({len(task.training_rows())} rows, never the test set)",
             "local:<path.jsonl>": "a local JSONL file with the benchmark's raw fields",
             "hub:<dataset>": "a hub dataset's train split (needs the hub)",
             "refused": "remote model APIs (http(s)://, openai:, api:) may never build training data",
@@ -220,7 +220,7 @@ def preview_rendered_sample(
     from core.handoffs import DataKnobs
 
     task = _env(runtime).need("task")
-    rows = task.load_train()
+    rows = task.training_rows()
     if not 0 <= index < len(rows):
         raise ToolError(f"index must be between 0 and {len(rows) - 1}")
     unknown = sorted(set(options or {}) - set(task.construction_options))
