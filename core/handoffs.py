@@ -171,6 +171,27 @@ class FailureMode(Handoff):
     examples: list[str]
 
 
+class Comparison(Handoff):
+    """One evaluation against another on the same samples (see tools.compare)."""
+
+    against: str
+    """What the new evaluation is compared with (e.g. "best so far (iteration 1)", "base model")."""
+    n: int
+    """Samples both evaluations scored."""
+    diff: float
+    """Mean paired difference, new minus old."""
+    low: float
+    high: float
+    """95% interval of the difference (paired bootstrap)."""
+    better: int
+    worse: int
+    """Samples the new model scored higher / lower on."""
+
+    def text(self) -> str:
+        return (f"{self.diff:+.4f} [{self.low:+.4f}, {self.high:+.4f}] vs {self.against} on {self.n} paired samples "
+                f"({self.better} better, {self.worse} worse)")
+
+
 class EvalReport(Handoff):
     model_dir: str
     model_sha256: str
@@ -189,6 +210,27 @@ class EvalReport(Handoff):
     runtime_s: float
     metric: str = "accuracy"
     """What `accuracy` measures, as the task names it."""
+    samples: dict[str, float] = Field(default_factory=dict)
+    """Per-sample scores by sample id: what paired comparisons read."""
+    vs: Comparison | None = None
+    """The paired comparison this evaluation was judged by (an iteration: against the best so far)."""
+
+
+class FinalResult(Handoff):
+    """The run's closing measurement of final_model/, apart from the development scores that chose it."""
+
+    kind: Literal["held-out", "full", "skipped"]
+    """held-out: CPU, samples no decision saw; full: PostTrainBench's final protocol; skipped: see `note`."""
+    model: EvalReport | None = None
+    base: EvalReport | None = None
+    """The base model on the same samples."""
+    comparison: Comparison | None = None
+    """final_model/ against the base, sample by sample."""
+    identity: str = ""
+    """What the weight check found (final_model/ derives from the base model, or why it was refused)."""
+    fallback: bool = False
+    """True when the score is the base model's, because final_model/ was refused or every attempt failed."""
+    note: str = ""
 
 
 class LogEntry(Handoff):
@@ -222,6 +264,8 @@ class IterationRecord(Handoff):
     delta_vs_base: float | None
     kept: bool
     status: Literal["completed", "failed", "blocked"]
+    vs: Comparison | None = None
+    """The iteration against the best before it, on the same samples."""
 
 
 class Best(Handoff):

@@ -11,6 +11,7 @@ from core.handoffs import (
     DataSelection,
     DatasetManifest,
     EvalReport,
+    FinalResult,
     IterationPlan,
     IterationRecord,
     Stage,
@@ -44,6 +45,8 @@ class RunState(InputState, total=False):
     best: Best
     history: Annotated[list[IterationRecord], append_records]
     final_eval: EvalReport
+    final: FinalResult
+    """The closing measurement (held-out on CPU, the final protocol on GPU)."""
     stop_reason: str
     """Set by the final node only: the run's end marker (a state without it has work left, whatever else it holds)."""
     # One iteration's work; see ITERATION_FIELDS.

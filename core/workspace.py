@@ -115,6 +115,10 @@ class Workspace:
         return self.root / "report_score.png"
 
     @property
+    def failures_png(self) -> Path:
+        return self.root / "report_failures.png"
+
+    @property
     def iterations_dir(self) -> Path:
         return self.task_dir / "iterations"
 

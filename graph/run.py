@@ -340,10 +340,17 @@ def summary_table(state: dict) -> str:
     for r in state.get("history", []):
         score = f"{r.score:.3f}" if r.score is not None else "-"
         delta = f"{r.delta_vs_base:+.3f}" if r.delta_vs_base is not None else "-"
-        lines.append(f"{r.iteration:>9}  {score:>7}  {delta:>7}  {'yes' if r.kept else 'no ':<4}  {r.status}")
-    final = state.get("final_eval")
-    if final:
-        lines.append(f"final_model/ on the full benchmark: {final.accuracy:.3f} ± {final.stderr:.3f} (n={final.n})")
+        paired = f"  paired {r.vs.text()}" if r.vs else ""
+        lines.append(f"{r.iteration:>9}  {score:>7}  {delta:>7}  {'yes' if r.kept else 'no ':<4}  {r.status}{paired}")
+    final = state.get("final")
+    if final is not None and final.model is not None:
+        lines.append(f"final_model/, {final.kind}: {final.model.accuracy:.3f} ± {final.model.stderr:.3f} "
+                     f"(n={final.model.n})" + (f"; base on the same samples {final.base.accuracy:.3f}"
+                                               if final.base is not None else ""))
+        if final.comparison is not None:
+            lines.append(f"paired: {final.comparison.text()}")
+    elif final is not None:
+        lines.append(f"final evaluation {final.kind}: {final.note or final.identity}")
     if base and not base.canonical:
         lines.append(
             f"note: CPU profile (max_tokens {base.max_tokens}): scores are not canonical PostTrainBench scores"

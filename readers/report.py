@@ -57,6 +57,8 @@ class Row:
     kept: bool | None = None
     status: str = "unknown"
     canonical: bool | None = None
+    vs: Any = None
+    """The paired comparison with the best before it (a Comparison), when recorded."""
     source: str = "files"
     links: dict[str, str] = field(default_factory=dict)
 
@@ -74,6 +76,10 @@ class RunView:
     spent_s: float | None = None
     stop_reason: str | None = None
     pending: tuple[str, ...] = ()
+    failures: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Per iteration (0 is the base model): how many samples were right, and each failure category's count."""
+    final_result: Any = None
+    """The run's closing measurement (a FinalResult), when it got there."""
     state_source: str = "none"
     notes: list[str] = field(default_factory=list)
 
@@ -171,7 +177,8 @@ def _row_from_files(root: Path, it: int, paths: IterationPaths, base: Score | No
                score=score.accuracy if score else None,
                delta_vs_base=score.accuracy - base.accuracy if score and base else None,
                kept=record.kept if record else None, status=record.status if record else "incomplete",
-               canonical=score.canonical if score else None, links=_links(root, paths))
+               canonical=score.canonical if score else None, vs=record.vs if record else None,
+               links=_links(root, paths))
 
 
 def load_view(root: Path) -> RunView:
@@ -207,12 +214,17 @@ def load_view(root: Path) -> RunView:
             r = records[it]
             row = Row(iteration=it, stage=int(r.stage), objective=r.objective, rows=r.rows, method=r.method,
                       score=r.score, delta_vs_base=r.delta_vs_base, kept=r.kept, status=r.status,
-                      canonical=row.canonical, source="checkpoint", links=row.links)
+                      canonical=row.canonical, vs=getattr(r, "vs", None), source="checkpoint", links=row.links)
         elif view.pending and it == current:
             row.status = f"in progress (next: {', '.join(view.pending)})"
         if row.canonical is None and row.score is not None and view.baseline:
             row.canonical = view.baseline.canonical  # same evaluation profile as the baseline
         view.rows.append(row)
+    for it, paths in {0: ws.iteration(0), **iterations}.items():
+        metrics = _read_json(paths.eval / METRICS_FILE)
+        if metrics and "failure_categories" in metrics:
+            view.failures[it] = {"correct": metrics.get("correct", 0), **metrics["failure_categories"]}
+    view.final_result = values.get("final")
     return view
 
 
@@ -266,6 +278,37 @@ def plot_scores(view: RunView, out: Path) -> Path:
         ax.set_title(f"score per iteration{suffix}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", frameon=False)
+        fig.tight_layout()
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return out
+
+
+FAILURE_COLOURS = {"correct": "#2e7d32", "data": "#4a6fa5", "training": "#c27c0e", "inference_template": "#b03a2e"}
+
+
+def plot_failures(view: RunView, out: Path) -> Path:
+    """Per iteration, the evaluated samples split into right answers and each failure category, stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = sorted(view.failures)
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), dpi=110)
+    try:
+        bottom = [0] * len(its)
+        for cat, colour in FAILURE_COLOURS.items():
+            counts = [view.failures[i].get(cat, 0) for i in its]
+            if any(counts):
+                ax.bar([str(i) if i else "base" for i in its], counts, bottom=bottom, color=colour,
+                       label=cat.replace("_", " "))
+                bottom = [b + c for b, c in zip(bottom, counts)]
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("samples")
+        ax.set_title("right answers and failure classes per evaluation", fontsize=10)
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
         fig.savefig(out)
     finally:
@@ -342,29 +385,33 @@ def render_html(view: RunView, png_name: str | None) -> str:
     parts.append("<h2>Score per iteration</h2>")
     parts.append(f'<img src="{e(png_name)}" alt="score per iteration">' if png_name
                  else "<p>No scores yet: nothing to plot.</p>")
+    if view.failures:
+        parts.append('<h2>Failure classes per iteration</h2><img id="failures" src="'
+                     f'{e(Workspace(view.root).failures_png.name)}" alt="failure classes per iteration">')
+    parts += _final_section(view)
 
     parts.append("<h2>Iterations</h2><table><thead><tr><th>iteration</th><th>stage</th><th>plan objective</th>"
-                 "<th>data rows</th><th>method</th><th>score</th><th>Δ vs base</th><th>kept</th><th>status</th>"
-                 "<th>files</th></tr></thead><tbody>")
+                 "<th>data rows</th><th>method</th><th>score</th><th>Δ vs base</th><th>paired vs best before</th>"
+                 "<th>kept</th><th>status</th><th>files</th></tr></thead><tbody>")
     if view.baseline:
         b = view.baseline
         parts.append(_tr([_td("base"), _td("1"), _td("base model, no training"), _td(None), _td(None),
-                          _score_cell(b.accuracy, b.canonical), _td(None, num=True), _td(None),
+                          _score_cell(b.accuracy, b.canonical), _td(None, num=True), _td(None), _td(None),
                           _td(f"baseline (n={b.n})"), _links_td(_links(view.root, Workspace(view.root).iteration(0)))],
                          "base"))
     for r in view.rows:
         parts.append(_tr([_td(str(r.iteration)), _td(None if r.stage is None else str(r.stage)), _td(r.objective),
                           _td(None if r.rows is None else str(r.rows), num=True), _td(r.method),
-                          _score_cell(r.score, r.canonical), _delta_cell(r.delta_vs_base), _kept_cell(r.kept),
-                          _td(r.status), _links_td(r.links)]))
+                          _score_cell(r.score, r.canonical), _delta_cell(r.delta_vs_base), _paired_cell(r.vs),
+                          _kept_cell(r.kept), _td(r.status), _links_td(r.links)]))
     if view.final:
         f = view.final
         delta = f.accuracy - view.baseline.accuracy if view.baseline else None
         parts.append(_tr([_td("final"), _td(None), _td("final_model/ on the full benchmark"), _td(None), _td(None),
-                          _score_cell(f.accuracy, f.canonical), _delta_cell(delta), _td(None),
+                          _score_cell(f.accuracy, f.canonical), _delta_cell(delta), _td(None), _td(None),
                           _td(f"n={f.n}, ± {_fmt(f.stderr)}"), _links_td(_final_links(view.root))], "final"))
     if not view.rows:
-        parts.append('<tr><td colspan=10 class="small">no iteration has started yet</td></tr>')
+        parts.append('<tr><td colspan=11 class="small">no iteration has started yet</td></tr>')
     parts.append("</tbody></table>")
     parts.append('<p class="small">Development scores use the first evaluation samples (the sample floor); the final '
                  "row, when present, is the full benchmark. Rows come from the checkpointed history; "
@@ -383,6 +430,37 @@ def render_html(view: RunView, png_name: str | None) -> str:
         f"workspace {e(str(view.root))}</p></body></html>"
     )
     return "\n".join(parts)
+
+
+def _paired_cell(c: Any) -> str:
+    if c is None:
+        return _td(None)
+    return (f'<td class=num title="{html.escape(c.text())}">{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]'
+            f"<br><span class=small>{c.better}↑ {c.worse}↓ of {c.n}</span></td>")
+
+
+def _final_section(view: RunView) -> list[str]:
+    """The closing measurement: final_model/ beside the base model on samples no decision saw."""
+    f = view.final_result
+    if f is None:
+        return []
+    e = html.escape
+    parts = [f'<h2 id="final">Final evaluation ({e(f.kind)})</h2><table style="width:auto"><tbody>']
+    rows = []
+    if f.model is not None:
+        rows.append(("final_model/", f"{f.model.accuracy:.4f} ± {f.model.stderr:.4f} on {f.model.n} samples"
+                     + ("" if f.model.canonical else " †")))
+    if f.base is not None:
+        rows.append(("base model, same samples", f"{f.base.accuracy:.4f} ± {f.base.stderr:.4f}"))
+    if f.comparison is not None:
+        rows.append(("paired difference (95% interval)", f.comparison.text()))
+    rows += [(k, v) for k, v in (("profile", None if f.model is None else "canonical" if f.model.canonical
+                                  else f"CPU profile, max_tokens {f.model.max_tokens}: not canonical"),
+                                 ("identity", f.identity), ("note", f.note),
+                                 ("fallback", "the base model's score stands" if f.fallback else None)) if v]
+    parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows]
+    parts.append("</tbody></table>")
+    return parts
 
 
 def _tr(cells: list[str], cls: str = "") -> str:
@@ -438,6 +516,8 @@ def write_report(workspace: Path) -> Path:
     png = None
     if view.baseline or any(r.score is not None for r in view.rows) or view.final:
         png = plot_scores(view, Workspace(root).report_png).name
+    if view.failures:
+        plot_failures(view, Workspace(root).failures_png)
     out = Workspace(root).report_html
     out.write_text(render_html(view, png), encoding="utf-8")
     return out

@@ -59,6 +59,7 @@ def node(state: RunState, ctx: RunContext) -> dict:
         result=(
             f"{report.metric} {report.accuracy:.4f} ± {report.stderr:.4f} (n={report.n}); delta vs base "
             f"{report.accuracy - state['baseline'].accuracy:+.4f}; {'kept' if kept else 'not kept'}"
+            + (f"; paired {report.vs.text()}" if report.vs else "")
             if report
             else f"failed: {failure}"
         ),
@@ -101,6 +102,7 @@ def node(state: RunState, ctx: RunContext) -> dict:
         delta_vs_base=report.accuracy - state["baseline"].accuracy if report else None,
         kept=kept,
         status=entry.status,
+        vs=report.vs if report else None,
     )
     ctx.ws.iteration(it).record_json.write_text(record.model_dump_json(indent=2))
     history = [*state.get("history", []), record]

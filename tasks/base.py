@@ -144,6 +144,9 @@ class BenchmarkTask(ABC):
     """What `benchmark_train` means for this benchmark, in words."""
     needs_judge: ClassVar[bool] = False
     """Scored by a judge model: a run needs --judge."""
+    seeds_always: ClassVar[bool] = False
+    """The final evaluation's seed also changes the inputs (a multiple-choice benchmark that shuffles its choices):
+    it always takes every seed, greedy decoding or not."""
     full_size: ClassVar[int | None] = None
     """The published test set's size, for a benchmark smaller than the sample floor of 32: comparisons then use
     all of it. A test file smaller than the floor is refused either way."""

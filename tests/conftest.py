@@ -24,6 +24,16 @@ def data_dir() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def small_data_dir(data_dir: Path, tmp_path: Path) -> Path:
+    """A GSM8K slice (the first 40 test rows, the first 300 train rows): a floor of 32, so evaluations are short."""
+    d = tmp_path / "small-data" / "gsm8k"
+    d.mkdir(parents=True)
+    (d / "test.jsonl").write_text("".join((data_dir / "gsm8k" / "test.jsonl").read_text().splitlines(True)[:40]))
+    (d / "train.jsonl").write_text("".join((data_dir / "gsm8k" / "train.jsonl").read_text().splitlines(True)[:300]))
+    return d.parent
+
+
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted from GGUF once (cached across sessions)."""

@@ -81,15 +81,7 @@ class FlakyProxy:
         return f"http://127.0.0.1:{self.httpd.server_port}/v1"
 
 
-def small_gsm8k(data_dir: Path, out: Path) -> Path:
-    d = out / "gsm8k"
-    d.mkdir(parents=True)
-    (d / "test.jsonl").write_text("".join((data_dir / "gsm8k" / "test.jsonl").read_text().splitlines(True)[:40]))
-    (d / "train.jsonl").write_text("".join((data_dir / "gsm8k" / "train.jsonl").read_text().splitlines(True)[:300]))
-    return out
-
-
-def test_one_llm_driven_iteration_rides_out_drops_stalls_and_5xx(data_dir, tiny_model_dir, tmp_path):
+def test_one_llm_driven_iteration_rides_out_drops_stalls_and_5xx(small_data_dir, tiny_model_dir, tmp_path):
     model = ScriptedChatModel(replies=[fill_handoff], repeat_last=True)
     config = tmp_path / "run.yaml"
     config.write_text("retry:\n  initial_wait_s: 0.2\n  max_wait_s: 1.5\n  read_timeout_s: 3\n")
@@ -104,7 +96,7 @@ def test_one_llm_driven_iteration_rides_out_drops_stalls_and_5xx(data_dir, tiny_
                     "--task",
                     "gsm8k",
                     "--data-dir",
-                    str(small_gsm8k(data_dir, tmp_path)),
+                    str(small_data_dir),
                     "--base-model",
                     str(tiny_model_dir),
                     "--backbone",

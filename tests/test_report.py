@@ -211,3 +211,44 @@ def test_screenshot(workspace: Path) -> None:
     png = Path(proc.stdout.strip().splitlines()[-1])
     assert png == workspace / "shot.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000  # a blank page is a few kB; plot and table make it far larger
+
+
+def test_report_shows_failure_classes_paired_comparisons_and_the_held_out_result(tmp_path: Path) -> None:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from core.handoffs import Comparison, FinalResult, IterationRecord, Stage
+    from graph.build import builder, checkpoint_serde
+    from readers.report import write_report
+
+    ws = tmp_path / "ws"
+    _files(ws)
+    for it, counts in ((0, {"correct": 2, "failure_categories": {"inference_template": 53, "data": 11}}),
+                       (1, {"correct": 2, "failure_categories": {"data": 48, "training": 16}})):
+        folder = ws / "task" / "iterations" / ("000-baseline" if it == 0 else f"{it:03d}") / "eval"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps({**metrics, **counts}))
+    vs = Comparison(against="the base model", n=66, diff=0.0, low=-0.03, high=0.03, better=1, worse=1)
+    record = IterationRecord(iteration=1, stage=Stage.LOCAL, objective=OBJECTIVE_1, rows=117, method="SFT",
+                             score=0.03, delta_vs_base=0.0, kept=False, status="completed", vs=vs)
+    held = _eval_report(0.05, "final_model")
+    final = FinalResult(kind="held-out", model=held, base=_eval_report(0.04, "base"),
+                        comparison=Comparison(against="the base model", n=66, diff=0.015, low=-0.02, high=0.05,
+                                              better=3, worse=2),
+                        identity="final_model/ is the base model (no iteration was kept)",
+                        note="samples 67-132, disjoint from the development slice")
+    conn = sqlite3.connect(ws / "checkpoints.sqlite", check_same_thread=False)
+    try:
+        graph = builder().compile(checkpointer=SqliteSaver(conn, serde=checkpoint_serde()))
+        graph.update_state({"configurable": {"thread_id": "run"}},
+                           {"stage": Stage.LOCAL, "iteration": 1, "baseline": _eval_report(0.03, "base"),
+                            "history": [record], "final": final, "stop_reason": "iteration cap 1 reached"},
+                           as_node="final_evaluation")
+    finally:
+        conn.close()
+    page = write_report(ws).read_text()
+    assert (ws / "report_failures.png").read_bytes()[:4] == b"\x89PNG" and 'src="report_failures.png"' in page
+    assert "+0.000 [-0.030, +0.030]" in page and "1↑ 1↓ of 66" in page  # iteration vs the best before it
+    assert 'id="final"' in page and "Final evaluation (held-out)" in page
+    assert "0.0500 ± 0.0500 on 66 samples" in page and "0.0400 ± 0.0500" in page  # final_model/ and the base
+    assert "+0.0150 [-0.0200, +0.0500] vs the base model on 66 paired samples (3 better, 2 worse)" in page
+    assert "CPU profile, max_tokens 256: not canonical" in page

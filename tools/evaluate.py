@@ -15,8 +15,8 @@ from pathlib import Path
 
 from core.errors import EvalFailed, EvalRefused
 from core.handoffs import EvalReport, FailureMode
-from core.workspace import METRICS_FILE, SAMPLES_FILE, SUMMARY_FILE
-from tasks.base import BenchmarkTask, sample_floor
+from core.workspace import INSPECT_DIR, METRICS_FILE, SAMPLES_FILE, SUMMARY_FILE
+from tasks.base import BenchmarkTask, GenerationSettings, sample_floor
 from tasks.judge import judge_usage
 from tools.model import model_sha256
 
@@ -57,29 +57,32 @@ def choose_provider(requested: str, on_gpu: bool) -> str:
 
 
 def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, on_gpu: bool, provider: str,
-             batch_size: int | None, seed: int, on_progress: Callable[[str], None] | None = None) -> EvalReport:
-    """Evaluate `model_dir` on the first `limit` test samples with the canonical task; writes the raw inspect log,
-    `metrics.json` and `sample_summary.md` under `out_dir`."""
+             batch_size: int | None, seed: int, on_progress: Callable[[str], None] | None = None, start: int = 0,
+             gen: GenerationSettings | None = None) -> EvalReport:
+    """Evaluate `model_dir` on `limit` test samples from the `start`-th on (the first ones by default) with the
+    canonical task; writes the raw inspect log, `metrics.json`, per-sample scores and `sample_summary.md` under
+    `out_dir`. `gen` overrides the task's generation settings for this device (the final protocol's attempts)."""
     import inspect_ai
-
 
     if provider == "prefixcache":
         import tools._registry  # noqa: F401  registers the provider even where the entry point is absent
-    gen = task.generation(on_gpu)
+    gen = gen or task.generation(on_gpu)
     batch_size = batch_size or default_batch_size(provider, limit)
     out_dir.mkdir(parents=True, exist_ok=True)
     if provider == "vllm":
         model_args: dict = {"gpu_memory_utilization": 0.3}
     else:  # inspect's local providers sample unless told otherwise
         model_args = {"batch_size": batch_size, "do_sample": not gen.greedy}
+    which = {"limit": limit} if start == 0 else {"sample_id": sample_ids(task, start, limit)}
     if on_progress:
-        on_progress(f"evaluating {model_dir} on {limit} samples with {provider}/, batch {batch_size} "
+        where = "" if start == 0 else f" (samples {start + 1}-{start + limit})"
+        on_progress(f"evaluating {model_dir} on {limit} samples{where} with {provider}/, batch {batch_size} "
                     f"(max_tokens {gen.max_tokens})")
     t0 = time.time()
     with _forwarded("tools.prefix_cache", on_progress):
         logs = inspect_ai.eval(
-            task.inspect_task(), model=f"{provider}/{model_dir}", model_args=model_args, limit=limit,
-            max_tokens=gen.max_tokens, seed=seed, log_dir=str(out_dir / "inspect"),
+            task.inspect_task(), model=f"{provider}/{model_dir}", model_args=model_args, **which,
+            max_tokens=gen.max_tokens, seed=seed, log_dir=str(out_dir / INSPECT_DIR),
             log_format="json", display="none", max_connections=batch_size, score_display=False,
         )
     runtime = time.time() - t0
@@ -95,6 +98,7 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
         log_path=str(Path(log.location)), metrics_path=str(out_dir / METRICS_FILE),
         summary_path=str(out_dir / SUMMARY_FILE), failure_modes=classify_failures(task, samples, gen.max_tokens),
         runtime_s=round(runtime, 1), metric=task.metric,
+        samples={x["id"]: x["value"] for x in samples if not math.isnan(x["value"])},
     )
     with (out_dir / SAMPLES_FILE).open("w") as f:  # per-sample scores: what paired comparisons read
         for s in samples:
@@ -103,6 +107,9 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
         "accuracy": report.accuracy, "stderr": report.stderr, "metric": task.metric, "n": report.n, "limit": limit,
         "seed": seed, "model_path": report.model_dir, "model_sha256": report.model_sha256, "provider": provider,
         "max_tokens": gen.max_tokens, "canonical": gen.canonical, "runtime_s": report.runtime_s,
+        "correct": sum(x["correct"] for x in samples),
+        "failure_categories": {c: sum(m.count for m in report.failure_modes if m.category == c)
+                               for c in sorted({m.category for m in report.failure_modes})},
         "note": None if gen.canonical else (f"CPU profile: max_tokens capped at {gen.max_tokens}, below the "
                                             f"benchmark's {task.max_tokens.canonical}; not canonical"),
     }, indent=2))
@@ -114,6 +121,11 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
         if on_progress:
             on_progress(f"judge {task.judge}: {judge['input_tokens']} input and {judge['output_tokens']} output tokens")
     return report
+
+
+def sample_ids(task: BenchmarkTask, start: int, count: int) -> list[str]:
+    """The ids of `count` test samples from the `start`-th on, in the canonical dataset's order."""
+    return [str(s.id) for s in task.inspect_task().dataset[start:start + count]]
 
 
 def read_sample_scores(eval_dir: Path) -> dict[str, float]:
@@ -159,9 +171,18 @@ def _sample_view(task: BenchmarkTask, sample) -> dict:
     return {
         "id": str(sample.id), "value": value, "correct": value >= 1.0, "answer": score.answer, "input": user,
         "target": sample.target if isinstance(sample.target, str) else ", ".join(sample.target),
-        "output": sample.output.completion, "stop_reason": sample.output.stop_reason,
+        "output": _output_text(sample.output), "stop_reason": sample.output.stop_reason,
         "output_tokens": sample.output.usage.output_tokens if sample.output.usage else None,
     }
+
+
+def _output_text(output) -> str:
+    """The completion, with any tool calls the provider parsed out of it written back as text (a function-calling
+    benchmark's answer is the call)."""
+    calls = (output.message.tool_calls or []) if output.choices else []
+    text = "".join(f"\n<tool_call>\n{json.dumps({'name': c.function, 'arguments': c.arguments})}\n</tool_call>"
+                   for c in calls)
+    return (output.completion + text).strip() if text else output.completion
 
 
 def write_sample_summary(samples: list[dict], path: Path, *, seed: int, header: EvalReport) -> None:

@@ -108,3 +108,41 @@ def child_env(**extra: str) -> dict[str, str]:
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return env
+
+
+def record_problems(files: list[Path]) -> list[str]:
+    """Files of installed distributions (inspect-ai, inspect-evals, ...) whose content no longer matches the hash
+    their own wheel recorded (`*.dist-info/RECORD`): an edit made at any time since the install, before the run
+    started included. Files no installed distribution records (this project's own) are left to the run-start
+    checksums."""
+    import base64
+    from importlib.metadata import distribution, packages_distributions
+
+    wanted = {f.resolve() for f in files}
+    owners = packages_distributions()
+    tops = {part for f in wanted for part in f.parts}  # a file's top-level package is one of its path parts
+    names = {name for top in tops & set(owners) for name in owners[top]}
+    recorded: dict[Path, tuple[str, str]] = {}
+    for dist in map(distribution, sorted(names)):
+        for entry in dist.files or []:
+            if entry.hash is None or entry.hash.mode != "sha256" or not str(entry).endswith(".py"):
+                continue
+            path = Path(str(dist.locate_file(entry))).resolve()
+            if path in wanted:
+                recorded[path] = (dist.metadata["Name"], entry.hash.value)
+    problems = []
+    for path in sorted(recorded):
+        name, expected = recorded[path]
+        actual = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+        if actual != expected:
+            problems.append(f"{path} differs from the file {name} installed (its RECORD hash)")
+    return problems
+
+
+def verify_pristine(files: list[Path]) -> None:
+    """Refuse a final evaluation whose installed evaluation code is not the code its distributions shipped."""
+    problems = record_problems(files)
+    if problems:
+        raise GuardViolation(f"the evaluation code is not pristine: {problems[0]}"
+                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                             + "; reinstall it (bash install.sh) before the final evaluation")

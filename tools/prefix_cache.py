@@ -254,7 +254,9 @@ class PrefixCacheAPI(ModelAPI):
         from inspect_ai.model._providers.util import HFHandler
 
         handler = HFHandler(self.model_name, self.model_family()) if tools else None
-        request = _Request(prompt=self._hf.hf_chat(input, tools), settings=self._settings(config))
+        prompt = self._hf.hf_chat(input, tools)
+        self._check_context(prompt, config.max_tokens)
+        request = _Request(prompt=prompt, settings=self._settings(config))
         done = await self._submit(request)
 
         total = done.input_tokens + done.cached_tokens + done.output_tokens
@@ -273,6 +275,17 @@ class PrefixCacheAPI(ModelAPI):
                              output_tokens=done.output_tokens, total_tokens=total),
             time=done.time,
         )
+
+    def _check_context(self, prompt: str, max_tokens: int | None) -> None:
+        """Refuse a request whose prompt and max_tokens do not fit the model's context window, as vLLM does: the
+        final protocol then retries with the next, lower max_tokens (PostTrainBench's cascade)."""
+        window = getattr(self._hf.model.config, "max_position_embeddings", None)
+        if not window or not max_tokens:
+            return
+        n = len(self._hf.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if n + max_tokens > window:
+            raise ValueError(f"{PROVIDER}: the prompt ({n} tokens) and max_tokens ({max_tokens}) exceed the model's "
+                             f"context window of {window} tokens")
 
     # -- generation settings ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ in from the inputs, never taken from the model.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +36,7 @@ from roles.agent import briefs, forms
 from roles.agent.briefs import section
 
 if TYPE_CHECKING:
+    from roles.agent.loop import AgentLoop
     from roles.agent.tools import ToolEnv
     from roles.context import RunContext
     from roles.llm import Backbone
@@ -165,8 +167,6 @@ class AgentPolicy:
     # -- The loop ------------------------------------------------------------------------------------------
 
     def _decide(self, form: type[BaseModel], inputs: str, env: ToolEnv, finish: Callable[[BaseModel], T]) -> T:
-        from langchain_core.messages import HumanMessage, SystemMessage
-
         from prompts import render
         from roles.agent.loop import AgentLoop
         from roles.agent.tools import TOOLS
@@ -181,16 +181,23 @@ class AgentPolicy:
         human = inputs + section("Your handoff", briefs.describe_form(form))
         loop = AgentLoop(self.role, self.backbone, tools, form, finish, self.max_steps, self.max_invalid,
                          say=self._say)
-        state = loop.graph().invoke({"messages": [SystemMessage(system), HumanMessage(human)], "steps": 0,
-                                     "invalid": 0, "result": None},
-                                    context=env, config={"recursion_limit": 4 * (self.max_steps + self.max_invalid)},
-                                    # It keeps no checkpoints of its own (the outer node is checkpointed), so it
-                                    # must not inherit the outer run's synchronous durability, which waits on one.
-                                    durability="exit")
+        with warnings.catch_warnings():  # "durability has no effect" without a checkpointer: that is the point
+            warnings.filterwarnings("ignore", message=".*durability.* has no effect")
+            state = self._run(loop, system, human, env)
         used = [c["name"] for m in state["messages"] for c in getattr(m, "tool_calls", []) if c["name"] != "handoff"]
         self._say(f"{self.backbone.spec} handed off after {state['steps']} call(s)"
                   + (f"; tools used: {', '.join(used)}" if used else ""))
         return state["result"]
+
+    def _run(self, loop: AgentLoop, system: str, human: str, env: ToolEnv) -> dict:
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        # It keeps no checkpoints of its own (the outer node is checkpointed), so it must not inherit the outer
+        # run's synchronous durability, which waits on one.
+        return loop.graph().invoke({"messages": [SystemMessage(system), HumanMessage(human)], "steps": 0,
+                                    "invalid": 0, "result": None},
+                                   context=env, config={"recursion_limit": 4 * (self.max_steps + self.max_invalid)},
+                                   durability="exit")
 
     def _say(self, message: str) -> None:
         """A progress line in the run's output, when attached to a run."""

@@ -22,8 +22,8 @@ class Toy(BenchmarkTask):
     construction_options = {"shout": (False, "Write the question in capitals.")}
     train_source = "the toy's own train rows"
 
-    def __init__(self, data_dir=None, *, judge=None, train=None, test=None):
-        super().__init__(data_dir, judge=judge)
+    def __init__(self, data_dir=None, *, judge=None, train_file=None, train=None, test=None):
+        super().__init__(data_dir, judge=judge, train_file=train_file)
         self.train, self.test = train if train is not None else TRAIN, test if test is not None else TEST
 
     def load_test(self) -> list[dict[str, Any]]:
