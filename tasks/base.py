@@ -257,6 +257,11 @@ class BenchmarkTask(ABC):
         """The tool definitions the evaluation passes with each of its first `n` prompts (None: none)."""
         return [None] * n
 
+    def chat_template(self, model_dir: str) -> str | None:
+        """A chat template the benchmark's evaluation renders prompts with instead of the model's own (None: the
+        model's). Training rows are rendered with the same one, so they look like what the evaluation shows."""
+        return None
+
     def prompt_skeleton(self, rendered: str, input_text: str) -> str:
         """A rendered prompt with the sample's own input masked: what every prompt of the benchmark shares, so
         that a training prompt can be compared with the evaluation's."""

@@ -39,6 +39,23 @@ TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 INSTRUCTION = re.compile(r"^\W*write\s+(?:an?\s+)?(?:python\s+)?function\s+(?:to|that|which|where)\s+", re.IGNORECASE)
 
 
+TOOLS_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}"
+    "{%- if tools %}<|im_start|>system\n{% if system %}{{ system }}\n\n{% endif %}"
+    "These functions are available. Their definitions, one JSON object per line, are between <tools> and </tools>:\n"
+    "<tools>\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}</tools>\n\n"
+    "To call a function, answer with a JSON object holding its name and its arguments between <tool_call> and "
+    "</tool_call>:\n<tool_call>\n{\"name\": <function name>, \"arguments\": <arguments as a JSON object>}\n</tool_call>"
+    "<|im_end|>\n{% elif system %}<|im_start|>system\n{{ system }}<|im_end|>\n{% endif %}"
+    "{%- for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""For a ChatML student whose own template drops tool definitions (SmolLM2's does): without it the model never sees
+the function it must call. PostTrainBench likewise serves SmolLM with a template of its own that lists the tools and
+asks for `<tool_call>` answers; this one says the same in its own words and, unlike that one, has no date in it."""
+
+
 class BFCL(BenchmarkTask):
     name = "bfcl"
     description = ("BFCL simple_python: 400 requests that each need one call of one given Python function; the "
@@ -53,6 +70,11 @@ class BFCL(BenchmarkTask):
     train_source = ("function-calling rows made locally from MBPP's train split (BFCL ships no training data): each "
                     "problem's reference function as the tool, its text and one test's arguments as the request, "
                     "that test's call as the answer")
+
+    def chat_template(self, model_dir: str) -> str | None:
+        """TOOLS_TEMPLATE for a ChatML model whose own template does not render tools; None otherwise."""
+        own = _own_template(model_dir)
+        return TOOLS_TEMPLATE if own and "<|im_start|>" in own and "tools" not in own else None
 
     # -- data ----------------------------------------------------------------------------------------------
 
@@ -323,3 +345,10 @@ def _local_data(upstream: Any, root: Path | None) -> Iterator[None]:
         yield
     finally:
         upstream.DATASET_LOCATION, upstream.FUNC_SOURCE_LOCATION = saved
+
+
+def _own_template(model_dir: str) -> str | None:
+    from transformers import AutoTokenizer
+
+    template = AutoTokenizer.from_pretrained(model_dir).chat_template
+    return template if isinstance(template, str) else None

@@ -168,3 +168,20 @@ def test_graph_baseline_then_data_reaches_approve(make_context):
     assert verdict.decision == "approve" and nxt == ("trainer",), verdict.reasons
     assert all(c.passed for c in verdict.checks), verdict.checks
     assert values["manifest"].rows > 0
+
+
+def test_a_student_whose_template_drops_tools_sees_them_in_evaluation_and_training(data_dir, tiny_model_dir, tmp_path):
+    """SmolLM2's own template renders no tools; the task's template lists them, for the evaluation (the provider
+    renders with it) and for the training rows alike."""
+    from core.handoffs import DataKnobs, SourceChoice
+    from tasks.bfcl import TOOLS_TEMPLATE
+    from tools.data import construct, load_records
+
+    task = get_task("bfcl", data_dir)
+    assert task.chat_template(str(tiny_model_dir)) == TOOLS_TEMPLATE
+    manifest = construct(task, str(tiny_model_dir), [SourceChoice(name="benchmark_train", reason="r", max_rows=4)],
+                         DataKnobs(max_rows=4), tmp_path / "data", cutoff_len=1024, exclude_ids=set(), attempt=1)
+    records, meta = load_records(tmp_path / "data")
+    assert manifest.rows == 4
+    for record, m in zip(records, meta):
+        assert "<tools>" in record["instruction"] and m["tools"][0]["name"] in record["instruction"]

@@ -76,6 +76,7 @@ def construct(task: BenchmarkTask, model_dir: str, sources: list[SourceChoice], 
 
     random.Random(knobs.seed + attempt).shuffle(examples)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = task.chat_template(model_dir) or tokenizer.chat_template  # the evaluation's
     eot = end_of_turn(tokenizer)
     records, meta = [], []
     for ex in examples:

@@ -73,6 +73,8 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
         model_args: dict = {"gpu_memory_utilization": 0.3}
     else:  # inspect's local providers sample unless told otherwise
         model_args = {"batch_size": batch_size, "do_sample": not gen.greedy}
+    if template := task.chat_template(model_dir):
+        model_args["chat_template"] = template
     which = {"limit": limit} if start == 0 else {"sample_id": sample_ids(task, start, limit)}
     if on_progress:
         where = "" if start == 0 else f" (samples {start + 1}-{start + limit})"

@@ -29,6 +29,7 @@ def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, 
 
     records, meta = load_records(Path(manifest.dataset_dir))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = task.chat_template(model_dir) or tokenizer.chat_template  # the evaluation's
     eot = end_of_turn(tokenizer)
     checks, lines = [], [f"# Validation report (construction attempt {manifest.attempt})", "",
                          f"{len(records)} rows from {', '.join(manifest.sources)}", ""]
