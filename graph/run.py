@@ -367,6 +367,7 @@ def quiet_libraries() -> None:
         ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
         ("TQDM_DISABLE", "1"),
         ("TOKENIZERS_PARALLELISM", "false"),
+        ("LLAMAFACTORY_VERBOSITY", "ERROR"),
     ):
         os.environ.setdefault(var, value)
 

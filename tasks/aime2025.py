@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.base import BenchmarkTask, InputError, MaxTokens, TrainingExample, read_jsonl
+from tasks.base import BenchmarkTask, InputError, MaxTokens, TrainingExample, hub_from_files, read_jsonl
 
 if TYPE_CHECKING:
     from core.handoffs import DataKnobs
@@ -105,7 +104,8 @@ class AIME2025(BenchmarkTask):
     def inspect_task(self):
         if getattr(self, "_task", None) is None:
             upstream = importlib.import_module("inspect_evals.aime2025.aime2025")
-            with _local_dataset(upstream, self.data_dir):
+            with hub_from_files(upstream, HUB_DATASET, lambda split: self.data_dir / self.name / f"{split}.jsonl",
+                                ("id", "problem", "answer")) if self.data_dir else contextlib.nullcontext():
                 self._task = upstream.aime2025()  # its own solver and scorer, unchanged
         return self._task
 
@@ -140,28 +140,3 @@ def _stable_id(text: str) -> str:
 
 def _read_test(data_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl(data_dir / "aime2025" / "test.jsonl", required=("id", "problem", "answer"))
-
-
-@contextlib.contextmanager
-def _local_dataset(upstream: Any, data_dir: Path | None) -> Iterator[None]:
-    """Let inspect-evals' own task code read the local JSONL file instead of the hub (same loader, same order)."""
-    if data_dir is None:
-        yield
-        return
-    from inspect_ai.dataset import hf_dataset
-
-    def local_hf_dataset(path: str, split: str, **kwargs: Any):
-        if path != HUB_DATASET or split != "test":
-            raise InputError(f"aime2025 task asked for unexpected dataset {path!r} split {split!r}")
-        for key in ("data_dir", "revision", "name"):
-            kwargs.pop(key, None)
-        _read_test(data_dir)  # strict check first: a clear error beats a datasets traceback
-        file = data_dir / "aime2025" / "test.jsonl"
-        return hf_dataset("json", data_files=str(file), split="train", cached=False, **kwargs)
-
-    original = upstream.hf_dataset
-    upstream.hf_dataset = local_hf_dataset
-    try:
-        yield
-    finally:
-        upstream.hf_dataset = original

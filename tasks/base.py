@@ -4,10 +4,11 @@ roles and tools ask the task for its data, its prompts, its answer format, its e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -115,6 +116,33 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any
     if not rows:
         raise InputError(f"no rows in {path}")
     return rows
+
+
+@contextlib.contextmanager
+def hub_from_files(module: Any, dataset: str, file_for: Callable[[str], Path],
+                   required: tuple[str, ...] = ()) -> Iterator[None]:
+    """While open, inspect-evals' own task code in `module` reads `file_for(split)`, a JSONL in the hub's schema
+    (checked strictly first: a clear error beats a datasets traceback), instead of `dataset` on the hub. It goes
+    through inspect-ai's own `hf_dataset` with the task's shuffle, seed and limit, so the samples, their order and
+    any few-shot examples are the ones the hub path gives."""
+    from inspect_ai.dataset import hf_dataset
+
+    def local(path: str, split: str, **kwargs: Any):
+        if path != dataset:
+            raise InputError(f"the task asked for an unexpected dataset {path!r} (expected {dataset!r})")
+        for key in ("data_dir", "revision", "name"):
+            kwargs.pop(key, None)
+        file = file_for(split)
+        read_jsonl(file, required=required)
+        # cached=False: inspect's cache key holds the file's path, not its content.
+        return hf_dataset("json", data_files=str(file), split="train", cached=False, **kwargs)
+
+    original = module.hf_dataset
+    module.hf_dataset = local
+    try:
+        yield
+    finally:
+        module.hf_dataset = original
 
 
 def _user(text: str):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.base import BenchmarkTask, InputError, MaxTokens, TrainingExample, read_jsonl
+from tasks.base import BenchmarkTask, MaxTokens, TrainingExample, hub_from_files, read_jsonl
 from tasks.scoring import exact_last_number
 
 if TYPE_CHECKING:
@@ -74,7 +73,8 @@ class GSM8K(BenchmarkTask):
         from inspect_ai import task_with
         upstream = importlib.import_module("inspect_evals.gsm8k.gsm8k")
 
-        with _local_datasets(upstream, self.data_dir):
+        with hub_from_files(upstream, HUB_DATASET, lambda split: self.data_dir / self.name / f"{split}.jsonl",
+                            ("question", "answer")) if self.data_dir else contextlib.nullcontext():
             task = upstream.gsm8k()
         return task_with(task, scorer=exact_last_number())
 
@@ -107,32 +107,3 @@ class GSM8K(BenchmarkTask):
 
 def _read_local(data_dir: Path, split: str) -> list[dict[str, Any]]:
     return read_jsonl(data_dir / "gsm8k" / f"{split}.jsonl", required=("question", "answer"))
-
-
-@contextlib.contextmanager
-def _local_datasets(upstream: Any, data_dir: Path | None) -> Iterator[None]:
-    """Let inspect-evals' own task code read the local JSONL files instead of the hub.
-
-    It goes through inspect-ai's `hf_dataset` with the same shuffle, seed and limit, so the few-shot
-    examples are the ones the hub path picks (HF `Dataset.shuffle`, not Python's `random`).
-    """
-    if data_dir is None:
-        yield
-        return
-    from inspect_ai.dataset import hf_dataset
-
-    def local_hf_dataset(path: str, split: str, **kwargs: Any):
-        if path != HUB_DATASET:
-            raise InputError(f"gsm8k task asked for unexpected dataset {path!r}")
-        for key in ("data_dir", "revision", "name"):
-            kwargs.pop(key, None)
-        file = data_dir / "gsm8k" / f"{split}.jsonl"
-        _read_local(data_dir, split)  # strict check first: a clear error beats a datasets traceback
-        return hf_dataset("json", data_files=str(file), split="train", **kwargs)
-
-    original = upstream.hf_dataset
-    upstream.hf_dataset = local_hf_dataset
-    try:
-        yield
-    finally:
-        upstream.hf_dataset = original

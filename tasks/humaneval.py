@@ -11,11 +11,10 @@ import importlib
 import os
 import textwrap
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.base import BenchmarkTask, InputError, MaxTokens, TrainingExample, read_jsonl
+from tasks.base import BenchmarkTask, InputError, MaxTokens, TrainingExample, hub_from_files, read_jsonl
 from tasks.sandbox import HIDE_ENV, humaneval_verify, sandbox_spec  # importing registers `posttrain_local`
 
 if TYPE_CHECKING:
@@ -76,7 +75,8 @@ class HumanEval(BenchmarkTask):
     def inspect_task(self):
         if getattr(self, "_task", None) is None:
             upstream = importlib.import_module("inspect_evals.humaneval.humaneval")
-            with _local_dataset(upstream, self.data_dir):
+            with hub_from_files(upstream, HUB_DATASET, lambda split: self.data_dir / self.name / f"{split}.jsonl",
+                                TEST_FIELDS) if self.data_dir else contextlib.nullcontext():
                 self._task = upstream.humaneval(sandbox=sandbox_spec(), scorer=humaneval_verify())
         _hide_from_sandbox(self.data_dir)  # at every call: whoever evaluates has the data hidden
         return self._task
@@ -198,28 +198,3 @@ def _hide_from_sandbox(data_dir: Path | None) -> None:
         if path not in hidden:
             hidden.append(path)
     os.environ[HIDE_ENV] = os.pathsep.join(hidden)
-
-
-@contextlib.contextmanager
-def _local_dataset(upstream: Any, data_dir: Path | None) -> Iterator[None]:
-    """Let inspect-evals' own task code read the local JSONL file (same record_to_sample) instead of the hub."""
-    if data_dir is None:
-        yield
-        return
-    from inspect_ai.dataset import hf_dataset
-
-    def local_hf_dataset(path: str, split: str, **kwargs: Any):
-        if path != HUB_DATASET:
-            raise InputError(f"humaneval task asked for unexpected dataset {path!r}")
-        for key in ("data_dir", "revision", "name"):
-            kwargs.pop(key, None)
-        file = data_dir / "humaneval" / f"{split}.jsonl"
-        read_jsonl(file, required=TEST_FIELDS)  # strict check first: a clear error beats a datasets traceback
-        return hf_dataset("json", data_files=str(file), split="train", **kwargs)
-
-    original = upstream.hf_dataset
-    upstream.hf_dataset = local_hf_dataset
-    try:
-        yield
-    finally:
-        upstream.hf_dataset = original

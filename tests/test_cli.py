@@ -131,3 +131,26 @@ def test_a_train_split_that_is_the_test_split_is_refused(data_dir, tmp_path):
     proc = _run("--data-dir", str(tmp_path / "data"), "--workspace", str(tmp_path / "w"))
     _assert_one_line_error(proc, "1319 of the 1319 test items are also in the training source")
     assert "the evaluation's system message holds 10 test items" in proc.stderr and "--allow-overlap" in proc.stderr
+
+
+def test_a_port_that_accepts_but_never_answers_exits_2_within_30_seconds(data_dir, tiny_model_dir, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel accepts connections; nothing ever answers
+        t0 = time.monotonic()
+        proc = _run(
+            "--data-dir",
+            str(data_dir),
+            "--base-model",
+            str(tiny_model_dir),
+            "--workspace",
+            str(tmp_path / "w"),
+            "--role-backbone",
+            f"planner=openai-compatible:http://127.0.0.1:{silent.getsockname()[1]}/v1#m",
+        )
+        elapsed = time.monotonic() - t0
+    assert proc.returncode == 2 and "no OpenAI-compatible server answers" in proc.stderr, proc.stderr
+    assert elapsed < 30, elapsed  # start-up included

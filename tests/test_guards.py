@@ -122,3 +122,25 @@ def test_comparisons_below_the_floor_are_refused():
     with pytest.raises(EvalRefused, match="floor is 66"):
         check_limit(50, 1319)
     check_limit(66, 1319)
+
+
+def test_editing_a_file_of_the_running_benchmarks_own_evaluation_stops_the_run(make_context):
+    """A humaneval run checksums inspect-evals' humaneval package; editing one of its files mid-run stops the run
+    at the next evaluation (the file is restored afterwards)."""
+    import importlib.util
+    from pathlib import Path
+
+    ctx = make_context(task="humaneval")
+    graph = builder().compile(checkpointer=InMemorySaver(), interrupt_after=["task_definition"])
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"stage": Stage.TASK_DEFINITION}, config, context=ctx)
+    target = Path(importlib.util.find_spec("inspect_evals.humaneval.humaneval").origin).resolve()
+    assert str(target) in json.loads(ctx.ws.eval_checksums.read_text())
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original + b"\n# VERIFY_TIMEOUT = 1  (an agent 'tuning' the check)\n")
+        with pytest.raises(GuardViolation, match=rf"modified since the run started: {target}"):
+            graph.invoke(None, config, context=ctx)
+    finally:
+        target.write_bytes(original)
+    assert graph.get_state(config).next == ("baseline_evaluation",)

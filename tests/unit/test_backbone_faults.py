@@ -145,3 +145,15 @@ def test_a_key_echoed_by_the_server_reaches_no_error_stderr_or_checkpoint(tmp_pa
     assert KEY not in capsys.readouterr().err
     raw = db.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("checkpoints.sqlite-*"))
     assert KEY.encode() not in raw and b"[redacted]" in raw  # the error was written, redacted
+
+
+def test_an_unknown_model_or_a_refused_key_stops_at_start(tmp_path, monkeypatch):
+    from fakes import OpenAIServer, ScriptedChatModel
+
+    from roles.llm import load_backbone
+
+    with OpenAIServer(ScriptedChatModel(replies=[]), name="served-model") as server:
+        with pytest.raises(BackboneError, match="does not serve model 'other'.*served-model"):
+            load_backbone(f"openai-compatible:{server.url}#other")
+        assert load_backbone(f"openai-compatible:{server.url}#served-model").spec.endswith("#served-model")
+
