@@ -288,6 +288,7 @@ def _run_cli(
     env = {**(default_env or {}), **os.environ}  # CUDA_VISIBLE_DEVICES and friends pass through untouched
     env["DISABLE_VERSION_CHECK"] = "1"  # llamafactory 0.9.5 pins datasets<=4.0.0; the lock has a newer one
     env["PYTHONUNBUFFERED"] = "1"  # progress must arrive as it happens, not when a pipe buffer fills
+    env.pop("TQDM_DISABLE", None)  # the trainer's bar goes to the log, and the progress lines are read from it
     started = time.monotonic()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     parser = _ProgressParser(logging_steps)
