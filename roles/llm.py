@@ -5,8 +5,9 @@ A spec names where a role's decisions come from:
 - `openai:MODEL`: the OpenAI API, key from `OPENAI_API_KEY`;
 - `openai-compatible:URL#MODEL`: any OpenAI-compatible server (vLLM, llama.cpp, Ollama, ...), key from
   `OPENAI_COMPATIBLE_API_KEY` (default "none", for local servers that ask for none);
-- `local`: llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the embedded SmolLM2 GGUF. It is
-  started on first use, shared by every role, and stopped when the process exits.
+- `local`: the project's own OpenAI-compatible server (`roles.local_server`: transformers, with llguidance
+  constraining forced tool calls to their JSON schema) on 127.0.0.1, serving the embedded SmolLM2 converted from
+  its GGUF. It is started on first use, shared by every role, and stopped when the process exits.
 
 Keys live only in `SecretStr` fields and the client; specs, settings, errors and reprs never carry them, and every
 error message passes through the redactor (a server may echo the request, key included, in its error body).
@@ -49,7 +50,9 @@ CONNECT_TIMEOUT_S = 5.0
 PROBE_READ_TIMEOUT_S = 15.0
 """The start-up probe: connect plus read stays under 20 s, so an unreachable or silent server stops the run well
 within 30 s of the command, start-up included."""
-STARTUP_DEADLINE_S = 30.0
+STARTUP_DEADLINE_S = 90.0
+"""How long the local server may take to answer /models: measured 12-16 s (imports 11 s, model 1 s) on 2 shared
+cores, up to 28 s under load."""
 LOCAL_MAX_TOKENS = 768
 """The local model only ever writes one bounded handoff per call; this caps a runaway string."""
 
@@ -59,6 +62,7 @@ def check_spec(spec: str) -> None:
     the server packages. `InputError` otherwise."""
     if parse_spec(spec).kind == "local":
         _require_server_packages()
+        _local_threads()
 
 
 class RetryBudget:
@@ -83,7 +87,7 @@ class Backbone:
     spec: str
     model: BaseChatModel = field(repr=False)
     force_handoff: bool = False
-    """Weak models skip exploration: every call is forced (grammar-constrained on llama.cpp) to the handoff,
+    """Weak models skip exploration: every call is forced (schema-constrained by the local server) to the handoff,
     with the evidence already in the prompt."""
     plain_tool_turns: bool = False
     """The server's chat template cannot render tool calls and results, so they are replayed as plain text."""
@@ -211,7 +215,7 @@ def check_reachable(parsed: BackboneSpec) -> None:
         raise BackboneUnreachable(f"no OpenAI-compatible server answers at {base} (GET /models: HTTP "
                                   f"{response.status_code}, not a model list) for backbone {parsed}")
     models = [m.get("id") for m in response.json()["data"] if isinstance(m, dict)]
-    if parsed.kind == "openai-compatible" and models and parsed.model not in models:
+    if models and parsed.model not in models:
         served = ", ".join(map(str, models[:5]))
         raise BackboneError(f"{base} does not serve model {parsed.model!r} (it serves {served})")
 
@@ -254,10 +258,12 @@ def _body_hint(e) -> str:
 
 
 class LocalServer:
-    """llama-cpp-python's OpenAI-compatible server for one GGUF, on 127.0.0.1 and a free port."""
+    """`roles.local_server` for one HF model folder, on 127.0.0.1 and a free port, dying with this process."""
 
-    def __init__(self, gguf: Path, *, threads: int, n_ctx: int = 8192):
-        self.gguf, self.threads, self.n_ctx = gguf, threads, n_ctx
+    PORT_TRIES = 3
+
+    def __init__(self, model_dir: Path, *, threads: int, n_ctx: int = 8192):
+        self.model_dir, self.threads, self.n_ctx = Path(model_dir), threads, n_ctx
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
@@ -267,61 +273,64 @@ class LocalServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, deadline_s: float = STARTUP_DEADLINE_S) -> None:
-        """Start the server and wait until it answers; `BackboneUnreachable` with its log tail otherwise."""
+        """Start the server and wait until it answers; `BackboneUnreachable` with its log tail otherwise. A port
+        taken between choosing and binding it is retried on another."""
+        for attempt in range(1, self.PORT_TRIES + 1):
+            self._spawn()
+            if self._wait(deadline_s, retry_port=attempt < self.PORT_TRIES):
+                return
+
+    def _spawn(self) -> None:
         import tempfile
 
+        from roles import local_server as server_module
+
         self.port = _free_port()
-        fd, log = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
+        fd, log = tempfile.mkstemp(prefix="local-server-", suffix=".log")
         self.log_path = Path(log)
-        cmd = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(self.gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--n_ctx",
-            str(self.n_ctx),
-            "--n_threads",
-            str(self.threads),
-            "--n_threads_batch",
-            str(self.threads),
-            "--model_alias",
-            LOCAL_MODEL_ALIAS,
-        ]
+        cmd = [sys.executable, "-m", server_module.__name__, "--model", str(self.model_dir), "--host", "127.0.0.1",
+               "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--threads", str(self.threads),
+               "--alias", LOCAL_MODEL_ALIAS, "--parent-pid", str(os.getpid())]
+        threads = str(self.threads)
+        root = str(Path(server_module.__file__).resolve().parents[1])  # this checkout's roles, installed or not
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "RAYON_NUM_THREADS": threads,
+               "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         on_main = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(
             cmd,
             stdout=fd,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=env,
             preexec_fn=die_with_parent(signal.SIGTERM) if on_main else None,
         )
         os.close(fd)
         atexit.register(self.stop)
-        self._wait(deadline_s)
 
-    def _wait(self, deadline_s: float) -> None:
+    def _wait(self, deadline_s: float, *, retry_port: bool = False) -> bool:
+        """True once /models answers; False when the port was taken and `retry_port`; `BackboneUnreachable` else."""
         import httpx
+
+        from roles.local_server import EXIT_PORT_IN_USE
 
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             code = self.proc.poll()
+            if code == EXIT_PORT_IN_USE and retry_port:
+                return False
             if code is not None:
-                raise BackboneUnreachable(f"the local llama-cpp server exited with code {code}: {self.log_tail()}")
+                raise BackboneUnreachable(f"the local model server exited with code {code}: {self.log_tail()}")
             try:
                 if httpx.get(self.url + "/models", timeout=2.0).status_code == 200:
-                    return
+                    return True
             except httpx.HTTPError:
                 pass  # not listening yet
             time.sleep(0.25)
         self.stop()
         raise BackboneUnreachable(
             f"no OpenAI-compatible server answers at {self.url} after {deadline_s:.0f} s "
-            f"(local llama-cpp server; log {self.log_path})"
+            f"(the local model server; log {self.log_path}): {self.log_tail(4)}"
         )
 
     def log_tail(self, lines: int = 8) -> str:
@@ -338,31 +347,40 @@ _server: LocalServer | None = None
 
 
 def local_server() -> LocalServer:
-    """The one local server of this process, started on first use."""
+    """The one local server of this process, started on first use (the first use on a machine also converts the
+    embedded GGUF to an HF folder: about 35 s, once)."""
     global _server
     if _server is not None and _server.proc is not None and _server.proc.poll() is None:
         return _server
     _require_server_packages()
-    from tools.model import embedded_gguf
+    threads = _local_threads()
+    from tools.model import convert_embedded
 
-    # One thread by default: on 2 shared, busy cores llama.cpp's spinning threads fell from 33 to 0.6 tokens/s
-    # with two (measured); one is plenty for a 135M model.
-    threads = int(os.environ.get(LOCAL_THREADS_ENV, "1"))
-    server = LocalServer(embedded_gguf(), threads=threads)
+    server = LocalServer(convert_embedded(), threads=threads)
     server.start()
     _server = server
     return server
 
 
+def _local_threads() -> int:
+    """Torch threads for the local server: one by default. On 2 shared, busy cores more threads spin against other
+    work (llama.cpp fell from 33 to 0.6 tokens/s with two, measured), and one is plenty for a 135M model."""
+    raw = os.environ.get(LOCAL_THREADS_ENV, "1")
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise InputError(f"${LOCAL_THREADS_ENV} must be a positive integer, not {raw!r}")
+    return threads
+
+
 def _require_server_packages() -> None:
     from importlib.util import find_spec
 
-    missing = [m for m in ("llama_cpp", "sse_starlette", "starlette_context") if find_spec(m) is None]
+    missing = [m for m in ("llguidance", "fastapi", "uvicorn", "transformers") if find_spec(m) is None]
     if missing:
-        raise InputError(
-            f"the local backbone needs llama-cpp-python's server ({', '.join(missing)} missing): "
-            "pip install 'llama-cpp-python[server]'"
-        )
+        raise InputError(f"the local backbone needs {', '.join(missing)} (bash install.sh installs them)")
 
 
 def _free_port() -> int:

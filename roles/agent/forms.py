@@ -26,6 +26,9 @@ TRAIN_GRID: dict[str, list[float]] = {
 """The values a model that decides without exploring may pick: a grammar keeps it inside an enum, where it cannot
 keep a float inside a range (measured: SmolLM2 wrote learning rates above 1e-3 under the range-only schema)."""
 
+MAX_SOURCES = 3
+"""Sources a plan or a selection names at most."""
+
 Options = Mapping[str, tuple[bool, str]]
 """A benchmark's construction switches: name → (default, description)."""
 NO_OPTIONS: Options = MappingProxyType({})
@@ -100,6 +103,8 @@ def data_knobs(form_value: BaseModel, **extra: Any) -> DataKnobs:
 def plan_form(last: IterationPlan | None, cap: int, options: Options = NO_OPTIONS, *,
               grid: bool = False) -> type[BaseModel]:
     """`grid`: for models that decide without exploring, sources and training knobs come from enums."""
+    import annotated_types
+
     data = _data_form(
         "PlanData",
         "What the plan asks of the data engineer.",
@@ -110,6 +115,8 @@ def plan_form(last: IterationPlan | None, cap: int, options: Options = NO_OPTION
     data.model_fields["sources"].json_schema_extra = {
         "items": {"type": "string", **source_names(last.data.sources if last else [], grid)}
     }
+    # Bounded like every form list: under greedy decoding an unbounded list can repeat one item until max_tokens.
+    data.model_fields["sources"].metadata.append(annotated_types.MaxLen(MAX_SOURCES))
     data.model_rebuild(force=True)
     train = model(
         "PlanTrain",
@@ -153,7 +160,7 @@ def selection_form(cap: int, planned: Sequence[str] = (), *, grid: bool = False)
             list[Short],
             Field(min_length=1, max_length=4, description=doc["target_behaviours"].description),
         ),
-        sources=(list[source], Field(min_length=1, max_length=3, description=doc["sources"].description)),
+        sources=(list[source], Field(min_length=1, max_length=MAX_SOURCES, description=doc["sources"].description)),
         risks=(list[Short], Field(min_length=1, max_length=4, description=doc["risks"].description)),
     )
 

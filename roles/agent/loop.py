@@ -144,7 +144,7 @@ def _last_ai(messages: list) -> AIMessage:
 
 def plain_turns(messages: list) -> list:
     """Tool calls and results replayed as plain text, for chat templates that cannot render them (SmolLM2's
-    template drops tool calls, and llama-cpp's server refuses an assistant turn without content)."""
+    template drops tool calls, and an assistant turn without content renders as nothing)."""
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
     out = []
