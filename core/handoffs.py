@@ -216,6 +216,24 @@ class EvalReport(Handoff):
     """The paired comparison this evaluation was judged by (an iteration: against the best so far)."""
 
 
+class TokenUsage(Handoff):
+    """What LLM backbone calls cost, in tokens."""
+
+    calls: int = 0
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+    """Input tokens the server read from its prompt cache (a part of `input`)."""
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(calls=self.calls + other.calls, input=self.input + other.input,
+                          output=self.output + other.output, cached=self.cached + other.cached)
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+
 class FinalResult(Handoff):
     """The run's closing measurement of final_model/, apart from the development scores that chose it."""
 

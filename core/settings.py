@@ -55,6 +55,10 @@ class RunSettings(BaseModel):
     """Backbone spec of the judge model, for benchmarks scored by a judge."""
     train_file: Path | None = None
     """A local JSONL in the benchmark's raw schema that replaces its default training source (benchmark_train)."""
+    max_llm_tokens: int | None = Field(None, ge=1)
+    """Stop the run (resumable, exit 5) once the LLM backbones have spent this many tokens, input and output."""
+    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Price per million input and output tokens, by backbone spec (or its model name): the log and report show cost."""
     backbone_max_tokens: int = Field(2048, ge=64, le=65536)
     """Longest answer a backbone may write in one call (a handoff is a few hundred tokens)."""
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -106,6 +110,27 @@ class RunSettings(BaseModel):
 
     def backbone_for(self, role: str) -> str:
         return self.role_backbones.get(role, self.backbone)
+
+    def cost(self, role: str, usage: Any) -> float | None:
+        """USD a role's tokens cost, from `prices` (by the role's backbone spec, or its model name); None: no price."""
+        spec = self.backbone_for(role)
+        model = spec.rpartition("#")[2] if "#" in spec else spec.partition(":")[2]
+        price = self.prices.get(spec) or self.prices.get(model)
+        return None if price is None else (usage.input * price[0] + usage.output * price[1]) / 1e6
+
+    def token_lines(self, tokens: dict[str, Any]) -> list[str]:
+        """One line per role that spent LLM tokens, then the total, with the cost where prices are known."""
+        lines, total, dollars = [], None, 0.0
+        for role, usage in sorted(tokens.items()):
+            cost = self.cost(role, usage)
+            dollars += cost or 0.0
+            total = usage if total is None else total + usage
+            lines.append(f"{role}: {usage.input} input ({usage.cached} cached) + {usage.output} output tokens in "
+                         f"{usage.calls} calls" + (f", ${cost:.4f}" if cost is not None else ""))
+        if total is not None:
+            lines.append(f"total: {total.total} tokens in {total.calls} calls" + (f", ${dollars:.4f}" if self.prices
+                                                                                    else ""))
+        return lines
 
     @property
     def memory_path(self) -> Path:

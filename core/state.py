@@ -15,6 +15,7 @@ from core.handoffs import (
     IterationPlan,
     IterationRecord,
     Stage,
+    TokenUsage,
     TrainResult,
     ValidationVerdict,
 )
@@ -23,6 +24,11 @@ from core.handoffs import (
 def add_seconds(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
     """Per-role seconds: each node adds its own time."""
     return {k: left.get(k, 0) + right.get(k, 0) for k in left | right}
+
+
+def add_usage(left: dict[str, TokenUsage], right: dict[str, TokenUsage]) -> dict[str, TokenUsage]:
+    """LLM tokens per role: each node adds what its decisions cost."""
+    return {k: left.get(k, TokenUsage()) + right.get(k, TokenUsage()) for k in left | right}
 
 
 def append_records(left: list[IterationRecord], right: list[IterationRecord]) -> list[IterationRecord]:
@@ -41,6 +47,8 @@ class RunState(InputState, total=False):
     spent_s: float
     """Seconds of work done so far; downtime between a crash and --resume does not count against the budget."""
     role_seconds: Annotated[dict[str, float], add_seconds]
+    llm_tokens: Annotated[dict[str, TokenUsage], add_usage]
+    """Tokens the LLM backbones spent, per role (the playbook spends none)."""
     baseline: EvalReport
     best: Best
     history: Annotated[list[IterationRecord], append_records]

@@ -23,10 +23,14 @@ def _node(role: str, fn: NodeFn):
     def run(state: RunState, runtime: Runtime[RunContext]) -> dict:
         ctx = runtime.context
         ctx.progress.enter(role, state)
+        if ctx.meter is not None:  # the cap counts every token the run spent before this node too
+            ctx.meter.start_node(sum(u.total for u in (state.get("llm_tokens") or {}).values()))
         t0 = time.time()
         update = fn(state, ctx)
         dt = time.time() - t0
-        return {**update, "spent_s": state.get("spent_s", 0.0) + dt, "role_seconds": {role: dt}}
+        tokens = ctx.meter.take() if ctx.meter is not None else {}
+        return {**update, "spent_s": state.get("spent_s", 0.0) + dt, "role_seconds": {role: dt},
+                **({"llm_tokens": tokens} if tokens else {})}
 
     run.__name__ = role
     return run

@@ -19,28 +19,9 @@ from core.errors import EXIT_BUG, EXIT_INPUT, EXIT_OK, InputError, PosttrainErro
 from core.redact import redact
 from tasks import DEFAULT_TASK
 
-SETTING_FLAGS = (
-    "task",
-    "data_dir",
-    "base_model",
-    "workspace",
-    "hours",
-    "max_iterations",
-    "target",
-    "backbone",
-    "role_backbone",
-    "judge",
-    "train_file",
-    "device",
-    "eval_limit",
-    "eval_provider",
-    "eval_batch_size",
-    "final_eval",
-    "memory_dir",
-    "seed",
-    "config",
-    "allow_overlap",
-)
+SETTING_FLAGS = ("task", "data_dir", "base_model", "workspace", "hours", "max_iterations", "target", "backbone",
+                 "role_backbone", "judge", "train_file", "device", "eval_limit", "eval_provider", "eval_batch_size",
+                 "final_eval", "memory_dir", "seed", "config", "allow_overlap", "price")
 """The flags that make a run's settings; --resume takes the saved ones and refuses these."""
 
 
@@ -74,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="per-role backbone override; repeatable",
     )
     p.add_argument("--judge", metavar="SPEC", help="judge model for judged benchmarks (a backbone spec)")
+    p.add_argument("--max-llm-tokens", type=int, metavar="N",
+                   help="stop (resumable) once the LLM backbones spent N tokens; --resume may raise it")
+    p.add_argument("--price", action="append", default=[], metavar="SPEC=IN,OUT",
+                   help="USD per million input and output tokens of a backbone (spec or model name); repeatable")
     p.add_argument(
         "--train-file",
         type=_path,
@@ -121,8 +106,16 @@ def settings_from_args(args: argparse.Namespace):
                 f"--resume continues with the run's saved settings; drop {', '.join(given)} "
                 "(or start a new run with them)"
             )
-        # The folder given wins over the saved path: a run that was moved resumes where it now is.
-        return load_saved(args.resume).model_copy(update={"workspace": args.resume.resolve()})
+        # The folder given wins over the saved path: a run that was moved resumes where it now is. A spent token
+        # budget is the one setting a resume may raise (that is how a run stopped by it continues).
+        update = {"workspace": args.resume.resolve()}
+        if args.max_llm_tokens is not None:
+            update["max_llm_tokens"] = args.max_llm_tokens
+        settings = load_saved(args.resume).model_copy(update=update)
+        if args.max_llm_tokens is not None:
+            settings = _validated(type(settings), settings.model_dump())
+            settings.save()
+        return settings
     overrides = {}
     for item in args.role_backbone:
         role, sep, spec = item.partition("=")
@@ -134,8 +127,9 @@ def settings_from_args(args: argparse.Namespace):
     workspace = args.workspace if args.workspace is not None else from_file.get("workspace")
     if workspace is None:
         workspace = Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    fields = {name: getattr(args, name) for name in SETTING_FLAGS if name not in ("role_backbone", "config")}
-    fields |= {"task": task, "workspace": workspace, "role_backbones": overrides}
+    fields = {name: getattr(args, name) for name in SETTING_FLAGS if name not in ("role_backbone", "config", "price")}
+    fields |= {"task": task, "workspace": workspace, "role_backbones": overrides, "prices": _prices(args.price),
+               "max_llm_tokens": args.max_llm_tokens}
     given = {k: v for k, v in fields.items() if v is not None and v != {}}
     if isinstance(from_file.get("role_backbones"), dict) and "role_backbones" in given:
         given["role_backbones"] = {**from_file["role_backbones"], **given["role_backbones"]}
@@ -143,6 +137,18 @@ def settings_from_args(args: argparse.Namespace):
     if (settings.workspace / "run_settings.json").exists():
         raise InputError(f"{settings.workspace} already holds a run; continue it with --resume {settings.workspace}")
     return settings
+
+
+def _prices(items: list[str]) -> dict[str, tuple[float, float]]:
+    prices = {}
+    for item in items:
+        name, sep, pair = item.rpartition("=")
+        try:
+            prices[name] = tuple(float(x) for x in pair.split(","))
+            assert sep and name and len(prices[name]) == 2
+        except (ValueError, AssertionError):
+            raise InputError(f"--price expects SPEC=IN,OUT (USD per million tokens), got {item!r}") from None
+    return prices
 
 
 def load_saved(workspace: Path):
@@ -239,7 +245,10 @@ def build_context(settings, stream=sys.stdout, *, resume: bool = False):
     # Saved before the backbones are reached: a backbone that does not answer leaves a run that --resume takes up.
     if not resume:
         settings.save()
-    policies = policies_for(settings)
+    from roles.llm import TokenMeter
+
+    meter = TokenMeter(settings.max_llm_tokens)
+    policies = policies_for(settings, meter)
     from memory.store import ExperimentMemory  # after the input checks: chromadb takes seconds to import
 
     ctx = RunContext(
@@ -251,6 +260,7 @@ def build_context(settings, stream=sys.stdout, *, resume: bool = False):
         memory=ExperimentMemory(settings.memory_path),
         policies=policies,
         progress=progress,
+        meter=meter,
     )
     from roles.agent.policy import attach
 
@@ -331,7 +341,7 @@ def execute(settings, *, resume: bool, stream=sys.stdout, trace_dir: Path | None
             conn.close()
 
 
-def summary_table(state: dict) -> str:
+def summary_table(state: dict, settings: Any = None) -> str:
     base = state.get("baseline")
     lines = [
         f"{'iteration':>9}  {'score':>7}  {'delta':>7}  kept  status",
@@ -351,6 +361,8 @@ def summary_table(state: dict) -> str:
             lines.append(f"paired: {final.comparison.text()}")
     elif final is not None:
         lines.append(f"final evaluation {final.kind}: {final.note or final.identity}")
+    if settings is not None and state.get("llm_tokens"):
+        lines += ["LLM tokens, " + line for line in settings.token_lines(state["llm_tokens"])]
     if base and not base.canonical:
         lines.append(
             f"note: CPU profile (max_tokens {base.max_tokens}): scores are not canonical PostTrainBench scores"
@@ -406,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return EXIT_BUG
     print(f"\nstopped: {state.get('stop_reason', 'unknown')}")
-    print(summary_table(state))
+    print(summary_table(state, settings))
     from core.workspace import Workspace
 
     print(f"workspace: {settings.workspace}  (log: {Workspace(settings.workspace).log_path})")

@@ -78,6 +78,8 @@ class RunView:
     pending: tuple[str, ...] = ()
     failures: dict[int, dict[str, int]] = field(default_factory=dict)
     """Per iteration (0 is the base model): how many samples were right, and each failure category's count."""
+    llm_tokens: dict[str, Any] = field(default_factory=dict)
+    """LLM tokens per role (TokenUsage), when LLM backbones decided."""
     final_result: Any = None
     """The run's closing measurement (a FinalResult), when it got there."""
     state_source: str = "none"
@@ -225,6 +227,7 @@ def load_view(root: Path) -> RunView:
         if metrics and "failure_categories" in metrics:
             view.failures[it] = {"correct": metrics.get("correct", 0), **metrics["failure_categories"]}
     view.final_result = values.get("final")
+    view.llm_tokens = dict(values.get("llm_tokens") or {})
     return view
 
 
@@ -419,6 +422,9 @@ def render_html(view: RunView, png_name: str | None) -> str:
 
     parts.append("<h2>Where the time went</h2>")
     parts.append(_role_table(view.role_seconds))
+    if view.llm_tokens:
+        parts.append('<h2 id="tokens">LLM tokens</h2><ul>' + "".join(f"<li>{e(line)}</li>" for line in
+                                                                    _token_lines(view)) + "</ul>")
     ws = Workspace(view.root)
     logs = [("experiment log", ws.log_path), ("task definition", ws.task_definition),
             ("run settings", ws.settings_file)]
@@ -430,6 +436,16 @@ def render_html(view: RunView, png_name: str | None) -> str:
         f"workspace {e(str(view.root))}</p></body></html>"
     )
     return "\n".join(parts)
+
+
+def _token_lines(view: RunView) -> list[str]:
+    from core.settings import RunSettings
+
+    try:
+        settings = RunSettings.model_validate(view.settings)
+    except ValueError:  # settings of another version: tokens without prices
+        settings = RunSettings(task="-", workspace=view.root)
+    return settings.token_lines(view.llm_tokens)
 
 
 def _paired_cell(c: Any) -> str:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from core.settings import ROLES, RunSettings
 from roles.playbook import Playbook
 from roles.policy import Policy
 
+if TYPE_CHECKING:
+    from roles.llm import TokenMeter
 
-def policies_for(settings: RunSettings) -> dict[str, Policy]:
+
+def policies_for(settings: RunSettings, meter: TokenMeter | None = None) -> dict[str, Policy]:
+    """Each deciding role's policy; LLM backbones share one budget of retry waiting and one token meter."""
     from roles.llm import RetryBudget
 
-    budget = RetryBudget(settings.retry.run_budget_s)  # one budget of retry waiting for the whole run
+    budget = RetryBudget(settings.retry.run_budget_s)
     loaded: dict[str, object] = {}
     policies: dict[str, Policy] = {}
     for role in ROLES:
@@ -22,7 +28,7 @@ def policies_for(settings: RunSettings) -> dict[str, Policy]:
         from roles.llm import load_backbone
 
         if spec not in loaded:  # one backbone (and one probe of its server) per spec
-            loaded[spec] = load_backbone(spec, settings, budget=budget)
+            loaded[spec] = load_backbone(spec, settings, budget=budget, meter=meter)
         policies[role] = AgentPolicy(role, loaded[spec])
     return policies
 

@@ -56,6 +56,8 @@ class RunContext:
     memory: ExperimentMemory
     policies: dict[str, Policy]
     progress: Progress
+    meter: Any = None
+    """The run's TokenMeter: what the LLM backbones spend, by role (None when every role is the playbook)."""
     _index: Any = None
 
     def policy(self, role: str) -> Policy:

@@ -80,7 +80,7 @@ def final(state: RunState, ctx: RunContext) -> dict:
     mode = ctx.settings.final_eval
     kind = "full" if mode == "full" or (mode == "auto" and ctx.on_gpu) else "held-out" if mode == "auto" else None
     if kind is None:
-        return _closing(ctx, FinalResult(kind="skipped", note="--final-eval none"))
+        return _closing(ctx, state, FinalResult(kind="skipped", note="--final-eval none"))
     best = state["best"]
     model = str(ctx.ws.final_model) if best.iteration > 0 and ctx.ws.final_model.is_dir() else ctx.base_model
     identity = "final_model/ is the base model (no iteration was kept)"
@@ -89,14 +89,14 @@ def final(state: RunState, ctx: RunContext) -> dict:
             identity = "derives from the base model: " + check_derives(model, ctx.base_model).text()
         except GuardViolation as e:
             ctx.progress(f"final_model/ refused: {e.message}")
-            return _closing(ctx, FinalResult(kind=kind, identity=f"refused: {e.message}", fallback=True,
-                                             note="the base model's score stands"))
+            return _closing(ctx, state, FinalResult(kind=kind, identity=f"refused: {e.message}", fallback=True,
+                                                    note="the base model's score stands"))
     try:
         result = _held_out(ctx, model) if kind == "held-out" else _full(ctx, model)
     except (EvalFailed, GuardViolation) as e:
         ctx.progress(f"final evaluation failed: {e.message}")
         result = FinalResult(kind=kind, fallback=True, note=f"failed: {e.message}; the base model's score stands")
-    return _closing(ctx, result.model_copy(update={"identity": identity}))
+    return _closing(ctx, state, result.model_copy(update={"identity": identity}))
 
 
 def _held_out(ctx: RunContext, model: str) -> FinalResult:
@@ -143,7 +143,7 @@ def _protocol(ctx: RunContext, model: str, out: Path) -> EvalReport:
     return EvalReport.model_validate(json.loads((out / REPORT_FILE).read_text()))
 
 
-def _closing(ctx: RunContext, result: FinalResult) -> dict:
+def _closing(ctx: RunContext, state: RunState, result: FinalResult) -> dict:
     """The closing measurement, in the state and at the end of the experiment log."""
     lines = [f"\n## Final evaluation ({result.kind})", ""]
     if result.model is not None:
@@ -156,6 +156,7 @@ def _closing(ctx: RunContext, result: FinalResult) -> dict:
         lines.append(f"- paired: {result.comparison.text()}")
     lines += [f"- {label}: {text}" for label, text in (("identity", result.identity), ("note", result.note),
                                                       ("fallback", "yes" if result.fallback else "")) if text]
+    lines += [f"- LLM tokens, {line}" for line in ctx.settings.token_lines(state.get("llm_tokens") or {})]
     ctx.ws.log_path.parent.mkdir(parents=True, exist_ok=True)
     if "\n## Final evaluation" not in (ctx.ws.log_path.read_text() if ctx.ws.log_path.is_file() else ""):
         with ctx.ws.log_path.open("a") as f:  # once, also when --resume runs this node again

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import BackboneError, BackboneUnreachable, InputError
+from core.errors import BackboneError, BackboneUnreachable, InputError, LimitReached
+from core.handoffs import TokenUsage
 from core.proc import die_with_parent, terminate
 from core.redact import redact
 from core.settings import RetrySettings
@@ -65,6 +66,38 @@ def check_spec(spec: str) -> None:
         _local_threads()
 
 
+class TokenMeter:
+    """The tokens a run's backbones spend, by role, and the cap the user set (`--max-llm-tokens`)."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit
+        self.before = 0
+        """Tokens spent before the current node (earlier nodes, earlier sessions of the run)."""
+        self.spent: dict[str, TokenUsage] = {}
+        self._lock = threading.Lock()
+
+    def start_node(self, spent_before: int) -> None:
+        self.before, self.spent = spent_before, {}
+
+    def check(self) -> None:
+        total = self.before + sum(u.total for u in self.spent.values())
+        if self.limit is not None and total >= self.limit:
+            raise LimitReached(f"the run's LLM token budget is spent: {total} of {self.limit} tokens "
+                               "(resume with a higher --max-llm-tokens)")
+
+    def add(self, role: str, reply: Any) -> None:
+        meta = getattr(reply, "usage_metadata", None) or {}
+        usage = TokenUsage(calls=1, input=int(meta.get("input_tokens", 0)), output=int(meta.get("output_tokens", 0)),
+                           cached=int((meta.get("input_token_details") or {}).get("cache_read", 0) or 0))
+        with self._lock:
+            self.spent[role] = self.spent.get(role, TokenUsage()) + usage
+
+    def take(self) -> dict[str, TokenUsage]:
+        """What the current node's decisions spent (and start counting afresh)."""
+        spent, self.spent = self.spent, {}
+        return spent
+
+
 class RetryBudget:
     """Seconds of retry waiting the whole run may still spend, shared by every backbone of the run."""
 
@@ -93,17 +126,24 @@ class Backbone:
     """The server's chat template cannot render tool calls and results, so they are replayed as plain text."""
     retry: RetrySettings = field(default_factory=RetrySettings, repr=False)
     budget: RetryBudget | None = field(default=None, repr=False)
+    meter: TokenMeter | None = field(default=None, repr=False)
 
     def invoke(self, model: Any, messages: list, *, say: Callable[[str], None] = lambda _: None,
-               sleep: Callable[[float], None] = time.sleep) -> Any:
-        """`model.invoke(messages)`, retrying transient faults; other API errors become `BackboneError`s."""
+               sleep: Callable[[float], None] = time.sleep, role: str = "-") -> Any:
+        """`model.invoke(messages)`, retrying transient faults; other API errors become `BackboneError`s. The
+        tokens of the reply count for `role` (`LimitReached` before a call once the run's cap is spent)."""
         import openai
 
         r = self.retry
         deadline = time.monotonic() + r.call_deadline_s
+        if self.meter is not None:
+            self.meter.check()
         for attempt in range(1, r.max_attempts + 1):
             try:
-                return model.invoke(messages)
+                reply = model.invoke(messages)
+                if self.meter is not None:
+                    self.meter.add(role, reply)
+                return reply
             except openai.OpenAIError as e:
                 error = translate_api_error(e, self.spec)
                 if error is None:
@@ -163,7 +203,7 @@ def _traced_wait(sleep: Callable[[float], None], event: dict[str, Any]) -> None:
 
 
 def load_backbone(spec: str, settings: RunSettings | None = None, *, budget: RetryBudget | None = None,
-                  check: bool = True) -> Backbone:
+                  meter: TokenMeter | None = None, check: bool = True) -> Backbone:
     """The backbone for `spec` (all roles share one local server per process).
 
     With `check`, the server must answer now: `BackboneUnreachable` otherwise, within about 20 s.
@@ -180,13 +220,13 @@ def load_backbone(spec: str, settings: RunSettings | None = None, *, budget: Ret
         model = ChatOpenAI(model=parsed.model, base_url=server.url, api_key=parsed.api_key, timeout=timeout,
                            max_retries=0, temperature=0.0, max_tokens=min(max_tokens, LOCAL_MAX_TOKENS))
         return Backbone(spec=str(parsed), model=model, force_handoff=True, plain_tool_turns=True, retry=retry,
-                        budget=budget)
+                        budget=budget, meter=meter)
     if check:
         check_reachable(parsed)
     # No temperature here: some hosted models refuse anything but their default.
     model = ChatOpenAI(model=parsed.model, base_url=parsed.base_url, api_key=parsed.api_key, timeout=timeout,
                        max_retries=0, max_tokens=max_tokens)
-    return Backbone(spec=str(parsed), model=model, retry=retry, budget=budget)
+    return Backbone(spec=str(parsed), model=model, retry=retry, budget=budget, meter=meter)
 
 
 def _timeout(retry: RetrySettings):

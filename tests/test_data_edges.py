@@ -93,3 +93,23 @@ def test_a_source_with_no_usable_rows_goes_back_to_selection(make_context, tmp_p
 
     verdict, nxt = stage.step()  # selection falls back to the benchmark's train split
     assert verdict.decision == "approve" and nxt == ("trainer",)
+
+
+def test_exclusions_accumulate_across_rebuilds(make_context, data_dir, tmp_path):
+    """Rows are drawn afresh on every rebuild, so each one can meet other contaminated rows: every id flagged in the
+    iteration stays out of every later rebuild (otherwise two flagged sets can take turns until the round cap)."""
+    ctx = make_context()
+    index = ctx.test_index()
+    clean = [r for r in _rows(data_dir, "train")[:600] if not index.hits(r["question"] + "\n" + r["answer"])][:300]
+    leaked = _rows(data_dir, "test")[200:260]
+    source = _write_jsonl(tmp_path / "mixed.jsonl", clean + leaked)
+    stage = DataStage(ctx, _plan(sources=[f"local:{source}"], max_rows=60))
+    flagged: list[set[str]] = []
+    for _ in range(4):
+        verdict, nxt = stage.step()
+        values = stage.graph.get_state(stage.config).values
+        if verdict.decision == "approve":
+            break
+        flagged.append(set(verdict.contaminated_ids))
+        assert set(values["excluded_ids"]) == set().union(*flagged)  # the union of every round's flags
+    assert len(flagged) >= 2 and all(not (a & b) for a, b in zip(flagged, flagged[1:]))  # never flagged twice

@@ -127,3 +127,23 @@ def test_one_llm_driven_iteration_rides_out_drops_stalls_and_5xx(small_data_dir,
     assert record["status"] == "completed" and record["score"] is not None
     trace_free = (tmp_path / "ws" / "task" / "experiment_log.md").read_text()
     assert "### Iteration 1:" in trace_free and model.requests  # every decision went through the scripted model
+
+
+def test_a_spent_token_budget_stops_the_run_and_a_resume_with_more_finishes_it(small_data_dir, tiny_model_dir,
+                                                                                tmp_path):
+    model = ScriptedChatModel(replies=[fill_handoff], repeat_last=True)
+    ws = tmp_path / "ws"
+    with OpenAIServer(model) as server:
+        base = [sys.executable, "-m", "graph.run"]
+        first = subprocess.run(base + ["--task", "gsm8k", "--data-dir", str(small_data_dir), "--base-model",
+                                       str(tiny_model_dir), "--backbone", f"openai-compatible:{server.url}#scripted",
+                                       "--max-iterations", "1", "--device", "cpu", "--max-llm-tokens", "1",
+                                       "--workspace", str(ws)], cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert first.returncode == 5, first.stderr[-2000:]
+        assert "the run's LLM token budget is spent" in first.stderr and f"--resume {ws}" in first.stderr
+        calls = len(model.requests)
+        again = subprocess.run(base + ["--resume", str(ws), "--max-llm-tokens", "100000000"], cwd=REPO,
+                               capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(model.requests) > calls and "LLM tokens, total:" in again.stdout
+    assert json.loads((ws / "run_settings.json").read_text())["max_llm_tokens"] == 100000000

@@ -84,7 +84,8 @@ class AgentLoop:
         messages = state["messages"]
         if self.backbone.plain_tool_turns:
             messages = plain_turns(messages)
-        reply = self.backbone.invoke(model, messages, say=self.say)  # retries transient faults, redacts errors
+        # retries transient faults, redacts errors, counts the tokens for this role
+        reply = self.backbone.invoke(model, messages, say=self.say, role=self.role)
         # Malformed calls to ordinary tools are answered here; a malformed handoff is the handoff node's.
         bad = [ToolMessage(f"Error: the arguments are not valid JSON ({c.get('error') or 'unparseable'}); "
                            "call the tool again with valid JSON.", tool_call_id=c["id"], name=c["name"],
