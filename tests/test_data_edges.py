@@ -102,7 +102,8 @@ def test_exclusions_accumulate_across_rebuilds(make_context, data_dir, tmp_path)
     index = ctx.test_index()
     clean = [r for r in _rows(data_dir, "train")[:600] if not index.hits(r["question"] + "\n" + r["answer"])][:300]
     leaked = _rows(data_dir, "test")[200:260]
-    source = _write_jsonl(tmp_path / "mixed.jsonl", clean + leaked)
+    # Interleaved, so that the rows a build draws from hold some of them each time.
+    source = _write_jsonl(tmp_path / "mixed.jsonl", [r for pair in zip(leaked, clean) for r in pair] + clean[60:])
     stage = DataStage(ctx, _plan(sources=[f"local:{source}"], max_rows=60))
     flagged: list[set[str]] = []
     for _ in range(4):
