@@ -162,6 +162,8 @@ class TrainResult(Handoff):
     """What the trainer actually ran with (it may change the plan's knobs within bounds)."""
     rows: int | None = None
     """Training rows of this run (None in checkpoints written before it was recorded)."""
+    recipe: str = ""
+    """Why this training recipe (GPU only: full, ZeRO-2/3, offload or LoRA, and the micro-batch) was chosen."""
 
 
 class FailureMode(Handoff):

@@ -44,8 +44,8 @@ def node(state: RunState, ctx: RunContext) -> dict:
         ),
         method="; ".join(plan.changes),
         training_config=(
-            _train_config(result.knobs or plan.train) + f"; validation run: {result.validation_run}; "
-            f"command: {result.command}"
+            _train_config(result.knobs or plan.train) + (f"; recipe: {result.recipe}" if result.recipe else "")
+            + f"; validation run: {result.validation_run}; command: {result.command}"
             if result
             else "N/A"
         ),

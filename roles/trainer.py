@@ -12,7 +12,8 @@ from roles import rules
 from roles.context import RunContext
 from tools.export import export_model
 from tools.guards import check_start_checkpoint, write_lineage
-from tools.llamafactory import TrainConfig, check_config, run_training, validation_run
+from tools.llamafactory import TrainConfig, check_config, is_out_of_memory, run_training, validation_run
+from tools.parallel import Recipe, Shape, choose_recipe, next_recipe
 
 
 def _every_tenth(say):
@@ -49,12 +50,23 @@ def node(state: RunState, ctx: RunContext) -> dict:
         per_device_train_batch_size=knobs.batch_size, learning_rate=knobs.learning_rate,
         num_train_epochs=knobs.epochs, output_dir=str(train_dir / "output"), seed=ctx.settings.seed,
         logging_steps=5)
+    recipe, env = None, {}
+    if ctx.on_gpu:
+        recipe, env, cfg = _gpu_recipe(ctx, start, knobs, cfg)
     check_config(cfg)
     try:
         ctx.progress(f"validation run from {Path(start).name} ({manifest.rows} rows)")
-        check = validation_run(cfg, train_dir, ctx.progress)
+        while True:  # an out-of-memory in the validation run steps the recipe down, not the iteration
+            try:
+                check = validation_run(cfg, train_dir, ctx.progress, env=env)
+                break
+            except TrainingFailed as e:
+                recipe = _step_down(ctx, start, knobs, recipe, e)
+                if recipe is None:
+                    raise
+                cfg = _apply(cfg, recipe)
         ctx.progress(f"full run: lr {knobs.learning_rate:g}, {knobs.epochs:g} epoch(s), batch {knobs.batch_size}")
-        run = run_training(cfg, train_dir, _every_tenth(ctx.progress))
+        run = run_training(cfg, train_dir, _every_tenth(ctx.progress), env=env)
     except TrainingFailed as e:
         # A failed run is evidence for the log and the next plan; the log file keeps the whole story.
         ctx.progress(f"training failed: {e.summary}")
@@ -69,6 +81,42 @@ def node(state: RunState, ctx: RunContext) -> dict:
         config_path=str(train_dir / "llamafactory.yaml"), command=(train_dir / "command.txt").read_text().strip(),
         log_path=str(run.log_path), train_loss=run.train_loss, runtime_s=round(run.runtime_s, 1),
         steps=run.steps or 0, validation_run=f"{check.steps} steps, loss {check.train_loss}", knobs=knobs,
-        rows=manifest.rows)
+        rows=manifest.rows, recipe=recipe.why if recipe else "")
     ctx.progress(f"trained: loss {run.train_loss}, {run.steps} steps in {run.runtime_s:.0f}s")
     return {"train_result": result, "last_train": result}
+
+
+def _gpus() -> tuple[int, float]:
+    """The visible GPUs (CUDA_VISIBLE_DEVICES decides which) and the smallest one's memory in GiB."""
+    import torch
+
+    count = torch.cuda.device_count()
+    return count, min(torch.cuda.get_device_properties(i).total_memory for i in range(count)) / (1 << 30)
+
+
+def _gpu_recipe(ctx: RunContext, start: str, knobs, cfg: TrainConfig):
+    """The recipe the memory estimate picks for this model and these GPUs, said in the progress and the log."""
+    gpus, gib = _gpus()
+    recipe = choose_recipe(Shape.from_model(start), batch=knobs.batch_size, cutoff=knobs.cutoff_len, gpus=gpus,
+                           gpu_gib=gib, method=knobs.finetuning_type)
+    ctx.progress(f"recipe: {recipe.why}")
+    # Several GPUs: LlamaFactory launches torchrun itself (NNODES, NODE_RANK, MASTER_ADDR pass through untouched).
+    return recipe, ({"FORCE_TORCHRUN": "1"} if gpus > 1 else {}), _apply(cfg, recipe)
+
+
+def _apply(cfg: TrainConfig, recipe: Recipe) -> TrainConfig:
+    return TrainConfig.model_validate({**cfg.model_dump(), "per_device_train_batch_size": recipe.micro_batch,
+                                       "gradient_accumulation_steps": recipe.grad_accum,
+                                       "finetuning_type": recipe.method,
+                                       "deepspeed": str(recipe.deepspeed) if recipe.deepspeed else None})
+
+
+def _step_down(ctx: RunContext, start: str, knobs, recipe: Recipe | None, error: TrainingFailed) -> Recipe | None:
+    if recipe is None or not is_out_of_memory(error):
+        return None
+    gpus, gib = _gpus()
+    smaller = next_recipe(Shape.from_model(start), recipe, batch=knobs.batch_size, cutoff=knobs.cutoff_len,
+                          gpus=gpus, gpu_gib=gib, method=knobs.finetuning_type)
+    if smaller is not None:
+        ctx.progress(f"out of memory in the validation run; stepping down: {smaller.why}")
+    return smaller

@@ -50,6 +50,27 @@ def default_batch_size(provider: str, limit: int) -> int:
     return 8 if provider == "hf" else 32
 
 
+VLLM_MEMORY_UTILIZATION = 0.85
+"""vLLM's share of each GPU: training never runs during an evaluation, so it may take most of the memory."""
+
+
+def vllm_args(model_dir: str, on_progress: Callable[[str], None] | None = None) -> dict:
+    """vLLM's model args: its memory share, and one replica per GPU or tensor parallelism (tools.parallel)."""
+    import torch
+
+    from tools.parallel import Shape, vllm_parallelism
+
+    args: dict = {"gpu_memory_utilization": VLLM_MEMORY_UTILIZATION}
+    gpus = torch.cuda.device_count()
+    if gpus > 1 and (Path(model_dir) / "config.json").is_file():
+        gib = min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / (1 << 30)
+        args |= vllm_parallelism(Shape.from_model(model_dir), gpus=gpus, gpu_gib=gib,
+                                 utilization=VLLM_MEMORY_UTILIZATION)
+    if on_progress:
+        on_progress(f"vLLM on {gpus} GPU(s): {args}")
+    return args
+
+
 def choose_provider(requested: str, on_gpu: bool) -> str:
     if requested != "auto":
         return requested
@@ -70,7 +91,7 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
     batch_size = batch_size or default_batch_size(provider, limit)
     out_dir.mkdir(parents=True, exist_ok=True)
     if provider == "vllm":
-        model_args: dict = {"gpu_memory_utilization": 0.3}
+        model_args: dict = vllm_args(model_dir, on_progress)
     else:  # inspect's local providers sample unless told otherwise
         model_args = {"batch_size": batch_size, "do_sample": not gen.greedy}
     if template := task.chat_template(model_dir):

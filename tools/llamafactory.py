@@ -77,6 +77,8 @@ class TrainConfig(BaseModel):
     plot_loss: bool = False
     report_to: Literal["none"] = "none"
     # device
+    deepspeed: str | None = None
+    """A DeepSpeed config (tools/deepspeed/*.json) when the recipe shards the model state over several GPUs."""
     bf16: bool = False
     fp16: bool = False
     use_cpu: bool = True
@@ -230,8 +232,10 @@ def run_training(
     *,
     timeout_s: float | None = None,
     python: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> TrainRun:
-    """Run LlamaFactory on `cfg` in a subprocess, logging into `workdir/train.log`.
+    """Run LlamaFactory on `cfg` in a subprocess, logging into `workdir/train.log`; `env` adds defaults to the
+    child's environment (the caller's own variables win: CUDA_VISIBLE_DEVICES, NNODES and the like pass through).
 
     Writes `workdir/llamafactory.yaml` and `workdir/command.txt`, checks the config first (`check_config`), streams
     the child's output into the log and `on_progress` ("step 3/16 loss 1.2345"), and returns a `TrainRun`.
@@ -243,6 +247,7 @@ def run_training(
     # On shared CPUs, OpenMP's default spin-waiting made a 2-thread step ~2.5x slower than a passive wait
     # (SmolLM2-135M, batch 4x300: 77-86 s vs 29-36 s at load ~7). The caller's own setting wins.
     cpu_env = {"OMP_WAIT_POLICY": "PASSIVE"} if cfg.use_cpu else {}
+    cpu_env |= dict(env or {})
     returncode, log_path, parser, runtime, command = _run_cli(
         "train", cfg.to_yaml(), Path(workdir), cfg.logging_steps, on_progress, timeout_s, python, cpu_env
     )
@@ -400,6 +405,7 @@ def validation_run(
     *,
     steps: int = 2,
     timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> TrainRun:
     """The short validation run before the full one: the same recipe for `steps` optimizer steps.
 
@@ -412,7 +418,7 @@ def validation_run(
     out = vdir / "output"
     vcfg = cfg.model_copy(update={"max_steps": steps, "output_dir": str(out), "logging_steps": 1})
     vcfg = TrainConfig.model_validate(vcfg.model_dump())  # re-validate the copy
-    run = run_training(vcfg, vdir, on_progress, timeout_s=timeout_s)
+    run = run_training(vcfg, vdir, on_progress, timeout_s=timeout_s, env=env)
     if run.train_loss is None or not math.isfinite(run.train_loss):
         raise TrainingFailed(f"validation run finished with loss {run.train_loss}", 0, _tail(run.log_path),
                              run.log_path)
@@ -426,3 +432,8 @@ def validation_run(
 def _tail(log_path: Path, n: int = TAIL_LINES) -> list[str]:
     with log_path.open(encoding="utf-8", errors="replace") as f:
         return [line.rstrip("\n") for line in deque(f, maxlen=n)]
+
+
+def is_out_of_memory(error: TrainingFailed) -> bool:
+    """Whether a failed run ran out of GPU memory (then a smaller recipe may fit)."""
+    return any("out of memory" in line.lower() for line in error.log_tail)
