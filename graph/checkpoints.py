@@ -45,3 +45,25 @@ def run_to_end(graph, config: dict, context: object) -> dict:
         return values
     graph.invoke(None if values else {"stage": 0}, config, context=context, durability="sync")
     return graph.get_state(config).values
+
+
+def read_state(db, thread_id: str = "run") -> tuple[dict, tuple[str, ...]]:
+    """A workspace's last checkpointed state values and the nodes still to run, opened read-only (a live run is
+    never disturbed); ({}, ()) when there is no database."""
+    import sqlite3
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from graph.build import builder
+
+    if not Path(db).is_file():
+        return {}, ()
+    conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        saver = SqliteSaver(conn, serde=checkpoint_serde())  # the run's own serializer: our types, no warnings
+        snapshot = builder().compile(checkpointer=saver).get_state({"configurable": {"thread_id": thread_id}})
+        return dict(snapshot.values or {}), tuple(snapshot.next or ())
+    finally:
+        conn.close()

@@ -115,23 +115,9 @@ def check_workspace(path: Path) -> Path:
 
 def read_state(root: Path, thread_id: str = "run") -> tuple[dict[str, Any], tuple[str, ...]]:
     """The last checkpointed state values and the nodes still to run; ({}, ()) when there is no database."""
-    db = Workspace(root).checkpoint_db
-    if not db.is_file():
-        return {}, ()
-    import sqlite3
+    from graph.checkpoints import read_state as read
 
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    from graph.build import builder, checkpoint_serde
-
-    # Read-only: the report may run beside a live run and must never write to its checkpoints.
-    conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, check_same_thread=False)
-    try:
-        saver = SqliteSaver(conn, serde=checkpoint_serde())  # the run's own serializer: our types, no warnings
-        snapshot = builder().compile(checkpointer=saver).get_state({"configurable": {"thread_id": thread_id}})
-        return dict(snapshot.values or {}), tuple(snapshot.next or ())
-    finally:
-        conn.close()
+    return read(Workspace(root).checkpoint_db, thread_id)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ class AIME2025(BenchmarkTask):
     # PostTrainBench: 16000, then 12000 and 8000 on failure. On CPU, 512 new tokens for 30 problems keeps a
     # baseline of the 135M student within minutes on 2 cores (scores are then not canonical).
     max_tokens = MaxTokens(canonical=16000, cascade=(12000, 8000), cpu=512)
+    ptb_weight = 0.245  # PostTrainBench v1.2's weight in its average
     train_cutoff = 512
     full_size = 30  # the whole published set is below the floor of 32: comparisons use all of it
     construction_options = {

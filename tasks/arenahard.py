@@ -60,6 +60,7 @@ class ArenaHard(BenchmarkTask):
     answer_line_hint = "a complete, helpful answer to the user's question"
     metric = "win rate vs the baseline"
     max_tokens = MaxTokens(canonical=16384, cascade=(12288, 8192), cpu=256)
+    ptb_weight = 0.098  # PostTrainBench v1.2's weight in its average
     train_cutoff = 1024
     train_source = "none of its own (Arena-Hard has no training split): give --train-file with uid, prompt, answer"
     needs_judge = True

@@ -170,6 +170,8 @@ class BenchmarkTask(ABC):
     """The benchmark's own construction switches: name → (default, what it does)."""
     train_source: ClassVar[str] = "the benchmark's train split"
     """What `benchmark_train` means for this benchmark, in words."""
+    ptb_weight: ClassVar[float | None] = None
+    """The benchmark's weight in PostTrainBench's weighted average (v1.2); None: reported apart."""
     needs_judge: ClassVar[bool] = False
     """Scored by a judge model: a run needs --judge."""
     seeds_always: ClassVar[bool] = False

@@ -43,6 +43,7 @@ class GPQADiamond(BenchmarkTask):
     # PostTrainBench: 16000, then 12000 and 8000 on failure; the CPU profile's 512 leaves room for a short chain
     # of thought before the letter (scores are then not canonical).
     max_tokens = MaxTokens(canonical=16000, cascade=(12000, 8000), cpu=512)
+    ptb_weight = 0.243  # PostTrainBench v1.2's weight in its average
     seeds_always = True  # PostTrainBench: the seed also shuffles the choices, so GPQA always takes 5
     train_cutoff = 768
     train_source = ("none of its own (GPQA has no training split): give --train-file or a local:<file.jsonl> source "

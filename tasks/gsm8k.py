@@ -29,6 +29,7 @@ class GSM8K(BenchmarkTask):
     # PostTrainBench: 4000, then 3000 and 2000 on failure. The CPU profile's 256 fits a 135M model on 2 cores
     # (scores are then not canonical).
     max_tokens = MaxTokens(canonical=4000, cascade=(3000, 2000), cpu=256)
+    ptb_weight = 0.101  # PostTrainBench v1.2's weight in its average
     train_cutoff = 384
     construction_options = {
         "strip_annotations": (True, "Drop the calculator notes (<<48/2=24>>) of the reference solutions: the "

@@ -32,6 +32,7 @@ class HealthBench(BenchmarkTask):
     metric = "rubric score"
     eval_modules = ("inspect_evals.healthbench",)
     max_tokens = MaxTokens(canonical=16384, cascade=(12288, 8192), cpu=256)
+    ptb_weight = 0.199  # PostTrainBench v1.2's weight in its average
     train_cutoff = 1024
     train_source = "none of its own (HealthBench has no training split): give --train-file in its schema"
     needs_judge = True

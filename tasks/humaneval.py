@@ -39,6 +39,7 @@ class HumanEval(BenchmarkTask):
     eval_modules = ("inspect_evals.humaneval", "inspect_evals.utils.code")
     # PostTrainBench: 4000, then 3000 and 2000. CPU: 384 fits the embedded student (32 samples in 268 s, 0.094).
     max_tokens = MaxTokens(canonical=4000, cascade=(3000, 2000), cpu=384)
+    ptb_weight = 0.115  # PostTrainBench v1.2's weight in its average
     train_cutoff = 352  # 96% of the 464 MBPP rows rendered with SmolLM2's template fit (median 210, max 465)
     construction_options = {
         "doc_examples": (True, "Show up to two of the MBPP row's test asserts as `>>>` examples in the docstring, "
