@@ -365,3 +365,26 @@ def test_llamafactory_lora_on_the_tiny_model_merges_on_export(
     assert not (final / "adapter_config.json").exists()
     assert (run.output_dir / "merge" / "train.log").is_file()
     _assert_loads_and_generates(final, tiny_model_dir)
+
+
+def test_a_multi_gpu_launch_goes_through_llamafactorys_torchrun_with_the_cluster_variables(tmp_path, monkeypatch):
+    """The trainer asks LlamaFactory for torchrun (FORCE_TORCHRUN=1); the multi-node variables reach it untouched."""
+    import importlib.metadata
+
+    from tools.llamafactory import check_config, run_training
+
+    fake = _fake_python(tmp_path, f"env > {tmp_path}/env.txt\n")
+    monkeypatch.setenv("NNODES", "2")
+    monkeypatch.setenv("NODE_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    cfg = TrainConfig(model_name_or_path="m", dataset="d", dataset_dir=str(tmp_path), output_dir=str(tmp_path / "o"))
+    monkeypatch.setattr("tools.llamafactory.check_config", lambda cfg: None)  # only the launch is under test here
+    run_training(cfg, tmp_path / "work", python=fake, env={"FORCE_TORCHRUN": "1"})
+    env = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines() if "=" in line)
+    assert env["FORCE_TORCHRUN"] == "1" and env["NNODES"] == "2" and env["NODE_RANK"] == "1"
+    assert env["MASTER_ADDR"] == "10.0.0.7" and env["CUDA_VISIBLE_DEVICES"] == "2,3"
+    # The installed argument parser knows `deepspeed` and goes on to load DeepSpeed itself (the gpu extra).
+    ds = cfg.model_copy(update={"deepspeed": str(Path("tools/deepspeed/ds_z2.json").resolve())})
+    with pytest.raises(importlib.metadata.PackageNotFoundError, match="deepspeed"):
+        check_config(ds)
