@@ -42,6 +42,21 @@ class DataKnobs(Handoff):
     options: dict[str, bool] = Field(default_factory=dict)
     """The benchmark's own construction switches, by name (see the task's construction options); unset ones take
     the task's defaults."""
+    mixture: dict[str, float] = Field(default_factory=dict)
+    """Share of the rows each source gives, by source name (the rest split evenly); empty: sources in turn."""
+    difficulty: Literal["any", "easier", "harder"] = "any"
+    """Keep the easier or the harder third of the rows: by the model's own pass rate where it was sampled, else
+    by the length of the reference solution."""
+    augment: Literal["none", "paraphrase", "alt_solution", "harder"] = "none"
+    """Add, for each kept row, a variant written by the generator (a local model): the question reworded, another
+    worked solution, or a harder question of the same kind. Needs --generator."""
+    synthesize: int = Field(0, ge=0, le=100_000)
+    """New rows the generator writes in the benchmark's format, from a few kept rows as examples. Needs
+    --generator."""
+    samples: int = Field(4, ge=2, le=16)
+    """Self-distillation and DPO: answers sampled from the model per training question."""
+    temperature: float = Field(0.8, gt=0, le=1.5)
+    """Self-distillation and DPO: the sampling temperature of those answers."""
 
     @model_validator(mode="before")
     @classmethod
@@ -88,6 +103,10 @@ class IterationPlan(Handoff):
     """The measurable outcome that counts as success."""
     references: list[str] = Field(default_factory=list)
     """Memory entries the plan drew on, by id and a short quote."""
+    method: Literal["sft", "self_distill", "dpo"] = "sft"
+    """sft: fine-tune on the built rows; self_distill: sample the model's own answers to training questions and
+    fine-tune on the ones the benchmark's scorer marks right; dpo: preference training on pairs of its own right and
+    wrong answers to the same question."""
     data: DataKnobs = Field(default_factory=DataKnobs)
     train: TrainKnobs = Field(default_factory=TrainKnobs)
 
@@ -270,6 +289,9 @@ class LogEntry(Handoff):
     analysis: str
     artifacts: str
     next_action: str
+    strategies: list[str] = Field(default_factory=list)
+    """The seed paper's strategy codes this iteration used (D1-D6, T1-T3, O1-O3, U1-U7, P1-P4; see
+    roles/strategies.py)."""
 
 
 class IterationRecord(Handoff):
@@ -286,6 +308,8 @@ class IterationRecord(Handoff):
     status: Literal["completed", "failed", "blocked"]
     vs: Comparison | None = None
     """The iteration against the best before it, on the same samples."""
+    strategies: list[str] = Field(default_factory=list)
+    """The seed paper's strategy codes this iteration used."""
 
 
 class Best(Handoff):

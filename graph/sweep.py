@@ -1,4 +1,4 @@
-"""`python -m graph.sweep --tasks gsm8k,humaneval --base-models A,B`: every (task, base model) pair as an ordinary,
+"""`python -m graph.sweep --tasks T1,T2 --base-models A,B`: every (task, base model) pair as an ordinary,
 resumable run, on an existing engine, and one summary of them all.
 
 - `--engine local` runs the pairs one after another here (the default without the `cluster` extra);
@@ -9,7 +9,7 @@ resumable run, on an existing engine, and one summary of them all.
 Re-running the same sweep skips the runs that finished and resumes the ones that did not: a killed sweep loses
 nothing. The summary (`sweep_summary.md`, `.json`, `sweep_scores.png`) gives each pair's base and final scores with
 their interval and whether they are canonical, and each model's weighted average with PostTrainBench v1.2's weights
-(the benchmarks' own `ptb_weight`; BFCL apart).
+(the benchmarks' own `ptb_weight`; those without one apart).
 """
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ def _markdown(summary: dict) -> str:
         lines.append(f"| {r['task']} | {r['model']} | {'yes' if r['finished'] else 'no'} | {f(r['base'])} | "
                      f"{f(r['final'])} ({r['final_kind'] or '–'}) | {f(r['final_base'])} | {interval} | "
                      f"{r['canonical']} |")
-    lines += ["", "Weighted average (PostTrainBench v1.2 weights, over the weighted tasks each model has; BFCL is "
-              "reported apart):", ""]
+    lines += ["", "Weighted average (PostTrainBench v1.2 weights, over the weighted tasks each model has; tasks "
+              "without a weight are reported apart):", ""]
     for m, a in summary["averages"].items():
         lines.append(f"- {m}: {f(a['weighted_average'])} over {', '.join(a['tasks']) or 'no scored task'} "
                      f"(weights covering {a['weight_covered']} of 1.0)")

@@ -59,6 +59,7 @@ class Row:
     canonical: bool | None = None
     vs: Any = None
     """The paired comparison with the best before it (a Comparison), when recorded."""
+    strategies: list[str] = field(default_factory=list)
     source: str = "files"
     links: dict[str, str] = field(default_factory=dict)
 
@@ -166,6 +167,7 @@ def _row_from_files(root: Path, it: int, paths: IterationPaths, base: Score | No
                delta_vs_base=score.accuracy - base.accuracy if score and base else None,
                kept=record.kept if record else None, status=record.status if record else "incomplete",
                canonical=score.canonical if score else None, vs=record.vs if record else None,
+               strategies=record.strategies if record else [],
                links=_links(root, paths))
 
 
@@ -202,7 +204,8 @@ def load_view(root: Path) -> RunView:
             r = records[it]
             row = Row(iteration=it, stage=int(r.stage), objective=r.objective, rows=r.rows, method=r.method,
                       score=r.score, delta_vs_base=r.delta_vs_base, kept=r.kept, status=r.status,
-                      canonical=row.canonical, vs=getattr(r, "vs", None), source="checkpoint", links=row.links)
+                      canonical=row.canonical, vs=getattr(r, "vs", None),
+                      strategies=list(getattr(r, "strategies", [])), source="checkpoint", links=row.links)
         elif view.pending and it == current:
             row.status = f"in progress (next: {', '.join(view.pending)})"
         if row.canonical is None and row.score is not None and view.baseline:
@@ -406,6 +409,8 @@ def render_html(view: RunView, png_name: str | None) -> str:
                  "row, when present, is the full benchmark. Rows come from the checkpointed history; "
                  "iterations it does not record yet are rebuilt from their files.</p>")
 
+    if any(r.strategies for r in view.rows):
+        parts += _strategy_section(view)
     parts.append("<h2>Where the time went</h2>")
     parts.append(_role_table(view.role_seconds))
     if view.llm_tokens:
@@ -422,6 +427,22 @@ def render_html(view: RunView, png_name: str | None) -> str:
         f"workspace {e(str(view.root))}</p></body></html>"
     )
     return "\n".join(parts)
+
+
+def _strategy_section(view: RunView) -> list[str]:
+    """Per strategy of the seed paper's vocabulary: how often it was tried and how often the score moved."""
+    from readers.strategies import table
+    from roles.strategies import NAMES
+
+    counts = table((r.strategies, bool(r.vs and r.vs.low > 0), bool(r.vs and r.vs.diff > 0), bool(r.kept))
+                   for r in view.rows)
+    rows = "".join(_tr([_td(f"{code} {NAMES.get(code, '')}"), _td(str(c["tried"]), num=True),
+                        _td(str(c["improved"]), num=True), _td(str(c["up"]), num=True), _td(str(c["kept"]), num=True)])
+                   for code, c in counts.items())
+    return ['<h2 id="strategies">Strategies</h2><table style="width:auto"><thead><tr><th>strategy</th><th>tried</th>'
+            "<th>improved (paired 95% interval above 0)</th><th>up (paired difference above 0)</th><th>kept</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table>",
+            '<p class="small">python -m readers.strategies --memory-dir DIR ... counts the same over many runs.</p>']
 
 
 def _token_lines(view: RunView) -> list[str]:

@@ -3,9 +3,10 @@ stage and stop decisions that follow from the record."""
 
 from __future__ import annotations
 
-from core.handoffs import Best, IterationRecord, LogEntry, Stage, TrainKnobs
+from core.handoffs import Best, IterationPlan, IterationRecord, LogEntry, Stage, TrainKnobs
 from core.state import RunState
 from roles.context import RunContext
+from roles.strategies import NAMES, strategies
 
 STAGE_TITLES = {Stage.LOCAL: "Stage 2: local diagnosis and optimisation",
                 Stage.EXPLORATION: "Stage 3: evidence-guided exploration"}
@@ -26,7 +27,11 @@ def node(state: RunState, ctx: RunContext) -> dict:
     kept = report is not None and best.iteration == it
     best_before = _best_before(state, kept)
     analysis, next_action = ctx.policy("logger").analyse(plan, report, best_before, failure)
+    last_file = ctx.ws.iteration(it - 1).plan_json
+    last = IterationPlan.model_validate_json(last_file.read_text()) if it > 1 and last_file.is_file() else None
+    tags = strategies(plan, last, result, own_template=ctx.task.chat_template(ctx.base_model) is not None)
     entry = LogEntry(
+        strategies=tags,
         iteration=it,
         stage=state["stage"],
         status="failed" if failure else "completed",
@@ -90,6 +95,9 @@ def node(state: RunState, ctx: RunContext) -> dict:
             "score": report.accuracy if report else None,
             "kept": kept,
             "delta": report.accuracy - state["baseline"].accuracy if report else None,
+            "strategies": ",".join(tags),
+            "improved": bool(report and report.vs and report.vs.low > 0),
+            "up": bool(report and report.vs and report.vs.diff > 0),
         },
     )
     record = IterationRecord(
@@ -103,6 +111,7 @@ def node(state: RunState, ctx: RunContext) -> dict:
         kept=kept,
         status=entry.status,
         vs=report.vs if report else None,
+        strategies=tags,
     )
     ctx.ws.iteration(it).record_json.write_text(record.model_dump_json(indent=2))
     history = [*state.get("history", []), record]
@@ -155,6 +164,7 @@ def render_entry(entry: LogEntry) -> str:
     for name in FIELDS:
         label = name.replace("_", " ").capitalize()
         lines.append(f"- {label}: {getattr(entry, name)}")
+    lines.append("- Strategies: " + (", ".join(f"{c} ({NAMES[c]})" for c in entry.strategies) or "none named"))
     lines.append(
         "- Backbone note: decisions by the role backbones named in task/task_definition.md "
         "(`playbook` is the rule-based no-LLM baseline)"

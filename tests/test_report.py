@@ -229,7 +229,8 @@ def test_report_shows_failure_classes_paired_comparisons_and_the_held_out_result
         (folder / "metrics.json").write_text(json.dumps({**metrics, **counts}))
     vs = Comparison(against="the base model", n=66, diff=0.0, low=-0.03, high=0.03, better=1, worse=1)
     record = IterationRecord(iteration=1, stage=Stage.LOCAL, objective=OBJECTIVE_1, rows=117, method="SFT",
-                             score=0.03, delta_vs_base=0.0, kept=False, status="completed", vs=vs)
+                             score=0.03, delta_vs_base=0.0, kept=False, status="completed", vs=vs,
+                             strategies=["P1", "D1", "U1"])
     held = _eval_report(0.05, "final_model")
     final = FinalResult(kind="held-out", model=held, base=_eval_report(0.04, "base"),
                         comparison=Comparison(against="the base model", n=66, diff=0.015, low=-0.02, high=0.05,
@@ -252,3 +253,4 @@ def test_report_shows_failure_classes_paired_comparisons_and_the_held_out_result
     assert "0.0500 ± 0.0500 on 66 samples" in page and "0.0400 ± 0.0500" in page  # final_model/ and the base
     assert "+0.0150 [-0.0200, +0.0500] vs the base model on 66 paired samples (3 better, 2 worse)" in page
     assert "CPU profile, max_tokens 256: not canonical" in page
+    assert 'id="strategies"' in page and "U1 full SFT" in page  # which strategies were tried, and how they did
