@@ -53,9 +53,12 @@ class DataKnobs(Handoff):
     synthesize: int = Field(0, ge=0, le=100_000)
     """New rows the generator writes in the benchmark's format, from a few kept rows as examples. Needs
     --generator."""
+    questions: int = Field(64, ge=1, le=100_000)
+    """Self-distillation and DPO: training questions the model answers, `samples` times each (the rows come from
+    its answers, so max_rows caps them and this sizes the sampling)."""
     samples: int = Field(4, ge=2, le=16)
     """Self-distillation and DPO: answers sampled from the model per training question."""
-    temperature: float = Field(0.8, gt=0, le=1.5)
+    sample_temperature: float = Field(0.8, gt=0, le=1.5)
     """Self-distillation and DPO: the sampling temperature of those answers."""
 
     @model_validator(mode="before")
@@ -134,6 +137,32 @@ class OpCount(Handoff):
     rows_after: int
 
 
+class Sampling(Handoff):
+    """How the model's own answers were sampled for self-distillation or DPO, and what came of them."""
+
+    model_dir: str
+    samples: int
+    """Answers per question (k)."""
+    temperature: float
+    questions: int
+    pass_rate: float
+    """Share of all sampled answers the benchmark's scorer marked correct."""
+    kept_per_question: dict[str, int] = Field(default_factory=dict)
+    """How many questions gave 0, 1, 2, ... training rows (unique correct answers, or pairs)."""
+    seconds: float = 0.0
+
+
+class Generation(Handoff):
+    """What the generator was asked for, and how many of its candidates survived."""
+
+    generator: str
+    mode: str
+    asked: int
+    kept: int
+    dropped: dict[str, int] = Field(default_factory=dict)
+    """Why candidates were dropped (test-set n-gram overlap included), with counts."""
+
+
 class DatasetManifest(Handoff):
     dataset_dir: str
     dataset_name: str
@@ -143,6 +172,15 @@ class DatasetManifest(Handoff):
     content_sha256: str
     with_system: bool
     attempt: int
+    method: Literal["sft", "self_distill", "dpo"] = "sft"
+    pairwise: bool = False
+    """Rows are (prompt, chosen, rejected) preference pairs (DPO) instead of (prompt, response)."""
+    mixture: dict[str, int] = Field(default_factory=dict)
+    """Rows each source gave, as built (generated rows count under "generated")."""
+    sampling: Sampling | None = None
+    generation: list[Generation] = Field(default_factory=list)
+    generated_rows: list[dict[str, str]] = Field(default_factory=list)
+    """Provenance of each generated row: its id, the generator, the prompt template and the source row(s)."""
 
 
 class Check(Handoff):
@@ -341,6 +379,13 @@ class Evidence(BaseModel):
     answer_format: str = ""
     default_cutoff: int = 384
     """The training cutoff the task suggests for its rows (tokens), for a first plan."""
+    methods: list[str] = Field(default_factory=lambda: ["sft"])
+    """The training methods this benchmark allows: self_distill and dpo need a scorer that grades training rows."""
+    can_generate: bool = False
+    """A local generator is configured and the benchmark's prompts are built from free text: augment and
+    synthesize are available."""
+    affordable_answers: int = 0
+    """Answers the model can sample within a quarter of the budget left, at the last evaluation's speed."""
 
 
 class ConstructionRequest(BaseModel):

@@ -53,6 +53,9 @@ class RunSettings(BaseModel):
     """Per-role overrides of `backbone`."""
     judge: str | None = None
     """Backbone spec of the judge model, for benchmarks scored by a judge."""
+    generator: str | None = None
+    """The local model that writes augmented and synthetic rows: `student` (the model being trained) or
+    openai-compatible:URL#MODEL on a local host. None: no generation."""
     train_file: Path | None = None
     """A local JSONL in the benchmark's raw schema that replaces its default training source (benchmark_train)."""
     max_llm_tokens: int | None = Field(None, ge=1)

@@ -76,3 +76,26 @@ def is_local(parsed: BackboneSpec) -> bool:
     host = (urlparse(parsed.base_url).hostname or "").lower()
     declared = {h.strip().lower() for h in os.environ.get(LOCAL_HOSTS_ENV, "").split(",") if h.strip()}
     return host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127.") or host in declared
+
+
+STUDENT = "student"
+"""The generator that is the model this iteration starts from, run through the evaluation's own provider."""
+
+
+def generator_problem(spec: str) -> str | None:
+    """Why `spec` may not write training data (None: it may). Only local models may: the student, or an
+    OpenAI-compatible server on this machine or on a host the user declared local; the check is the endpoint's
+    host, made before any request."""
+    if spec == STUDENT:
+        return None
+    try:
+        parsed = parse_spec(spec)
+    except InputError as e:
+        return f"--generator: {e.message}"
+    if parsed.kind == "local":
+        return f"--generator {LOCAL}: write --generator {STUDENT} (the model being trained writes the rows)"
+    if not is_local(parsed):
+        where = f"host {urlparse(parsed.base_url).hostname}" if parsed.base_url else "the OpenAI API"
+        return (f"--generator {parsed}: a remote model API ({where}) may not write training data; serve an "
+                f"open-weights model locally, or declare its host local in ${LOCAL_HOSTS_ENV}")
+    return None

@@ -20,8 +20,8 @@ from core.redact import redact
 from tasks import DEFAULT_TASK
 
 SETTING_FLAGS = ("task", "data_dir", "base_model", "workspace", "hours", "max_iterations", "target", "backbone",
-                 "role_backbone", "judge", "train_file", "device", "eval_limit", "eval_provider", "eval_batch_size",
-                 "final_eval", "memory_dir", "seed", "config", "allow_overlap", "price")
+                 "role_backbone", "judge", "generator", "train_file", "device", "eval_limit", "eval_provider",
+                 "eval_batch_size", "final_eval", "memory_dir", "seed", "config", "allow_overlap", "price")
 """The flags that make a run's settings; --resume takes the saved ones and refuses these."""
 
 
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="per-role backbone override; repeatable",
     )
     p.add_argument("--judge", metavar="SPEC", help="judge model for judged benchmarks (a backbone spec)")
+    p.add_argument("--generator", metavar="SPEC", help="local model that writes augmented and synthetic training "
+                   "rows: student, or openai-compatible:URL#MODEL on a local host (remote APIs are refused)")
     p.add_argument("--max-llm-tokens", type=int, metavar="N",
                    help="stop (resumable) once the LLM backbones spent N tokens; --resume may raise it")
     p.add_argument("--price", action="append", default=[], metavar="SPEC=IN,OUT",
@@ -220,8 +222,9 @@ def check_writable(path: Path, flag: str) -> None:
         raise InputError(f"{flag} {path} is not a writable folder: {e.strerror or e}") from None
 
 
-def build_context(settings, stream=sys.stdout, *, resume: bool = False):
+def build_context(settings, stream=sys.stdout, *, resume: bool = False, policies: dict | None = None):
     """Check everything that can be checked before the run is saved, save it, then reach the backbones."""
+    from core.specs import generator_problem
     from core.workspace import Workspace
     from roles.backbones import check_specs, policies_for
     from roles.context import Progress, RunContext
@@ -236,6 +239,8 @@ def build_context(settings, stream=sys.stdout, *, resume: bool = False):
 
     check_limit(settings.eval_limit or task.sample_floor(), task.benchmark_size(), task.full_size)
     check_specs(settings)
+    if settings.generator and (problem := generator_problem(settings.generator)):
+        raise InputError(problem)
     progress = Progress(budget_s=settings.hours * 3600, stream=stream)
     progress("preparing the base model" + ("" if settings.base_model else " (embedded SmolLM2-135M-Instruct)"))
     base = resolve_base_model(settings.base_model)
@@ -248,7 +253,7 @@ def build_context(settings, stream=sys.stdout, *, resume: bool = False):
     from roles.llm import TokenMeter
 
     meter = TokenMeter(settings.max_llm_tokens)
-    policies = policies_for(settings, meter)
+    policies = {**policies_for(settings, meter), **(policies or {})}  # bench/ scripts may fix a role's choices
     from memory.store import ExperimentMemory  # after the input checks: chromadb takes seconds to import
 
     ctx = RunContext(
@@ -303,7 +308,8 @@ def _on_gpu(device: str) -> bool:
     return available
 
 
-def execute(settings, *, resume: bool, stream=sys.stdout, trace_dir: Path | None = None) -> dict:
+def execute(settings, *, resume: bool, stream=sys.stdout, trace_dir: Path | None = None,
+            policies: dict | None = None) -> dict:
     """Run (or continue) the graph to its end, holding the workspace's lock; returns the final state values."""
     from core.workspace import Workspace
 
@@ -315,7 +321,8 @@ def execute(settings, *, resume: bool, stream=sys.stdout, trace_dir: Path | None
     with ws.lock():
         if not resume and ws.settings_file.exists():  # checked again under the lock: two starts may race
             raise InputError(f"{ws.root} already holds a run; continue it with --resume {ws.root}")
-        ctx = build_context(settings, stream, resume=resume)  # bad input fails here, before the heavy imports
+        # Bad input fails here, before the heavy imports.
+        ctx = build_context(settings, stream, resume=resume, policies=policies)
         import sqlite3
 
         from langgraph.checkpoint.sqlite import SqliteSaver

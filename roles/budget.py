@@ -1,5 +1,5 @@
-"""How many training rows the time left affords: one estimate, which the planner's policy plans within and the
-planner node holds it to."""
+"""How many training rows (and sampled answers) the time left affords: one estimate each, which the planner's
+policy plans within and the planner node holds it to."""
 
 from __future__ import annotations
 
@@ -28,3 +28,15 @@ def affordable_rows(*, budget_left_s: float, last_eval: EvalReport, last_train: 
     cutoff = last_plan.train.cutoff_len if last_plan else default_cutoff
     left = max(0.0, budget_left_s - last_eval.runtime_s)  # the next evaluation costs about as much as the last
     return max(MIN_ROWS, int(left * TRAIN_SHARE / seconds_per_row(last_train, cutoff, on_gpu)))
+
+
+SAMPLING_SHARE = 0.25
+"""The share of the remaining budget sampling the model's own answers may take (self-distillation, DPO)."""
+
+
+def affordable_answers(budget_left_s: float, last_eval: EvalReport) -> int:
+    """Answers the model can sample in its share of the time left, at the last evaluation's seconds per sample
+    (sampling runs through the same provider, with the same max_tokens)."""
+    per_answer = last_eval.runtime_s / max(1, last_eval.n)
+    left = max(0.0, budget_left_s - last_eval.runtime_s)
+    return int(left * SAMPLING_SHARE / per_answer) if per_answer > 0 else 0

@@ -8,7 +8,8 @@ from core.state import RunState
 from core.workspace import VALIDATION_REPORT
 from roles import rules
 from roles.context import RunContext
-from tools.data import construct
+from tools.data import Models, construct
+from tools.evaluate import choose_provider
 from tools.validate import validate
 
 
@@ -35,16 +36,20 @@ def construction(state: RunState, ctx: RunContext) -> dict:
     out = ctx.ws.iteration(state["iteration"]).data
     if request.note:
         ctx.progress(request.note + (f" (excluding {len(excluded)} contaminated test ids)" if excluded else ""))
+    best = state["best"]
+    start = best.model_dir if plan.train.start_from == "best" and best.iteration > 0 else ctx.base_model
+    models = Models(start=start, provider=choose_provider(ctx.settings.eval_provider, ctx.on_gpu), on_gpu=ctx.on_gpu,
+                    generator=ctx.settings.generator, batch_size=ctx.settings.eval_batch_size)
     try:
         manifest = construct(ctx.task, ctx.base_model, sel.sources, request.knobs, out,
                              cutoff_len=plan.train.cutoff_len, exclude_ids=set(excluded), attempt=attempt,
-                             on_progress=ctx.progress)
+                             method=plan.method, models=models, index=ctx.test_index(), on_progress=ctx.progress)
     except SourceError as e:
         # An unreadable source is evidence for validation (zero usable rows → back to selection), not a crash.
         ctx.progress(f"source failed: {e}")
         manifest = DatasetManifest(dataset_dir=str(out), dataset_name="", rows=0, sources=[s.name for s in sel.sources],
                                    operations=[OpCount(op=f"extract failed: {e}", rows_after=0)], content_sha256="",
-                                   with_system=request.knobs.with_system, attempt=attempt)
+                                   with_system=request.knobs.with_system, attempt=attempt, method=plan.method)
     return {"manifest": manifest}
 
 

@@ -43,11 +43,12 @@ def node(state: RunState, ctx: RunContext) -> dict:
         training_data=(
             f"{manifest.rows} rows from {', '.join(manifest.sources)}; "
             + " → ".join(f"{o.op}: {o.rows_after}" for o in manifest.operations)
+            + _made(manifest)
             + f"; validation: {verdict.decision if verdict else 'none'}; sha256 {manifest.content_sha256[:12]}"
             if manifest and manifest.attempt and state.get("data_rounds")
             else "N/A"
         ),
-        method="; ".join(plan.changes),
+        method=f"{plan.method}: " + "; ".join(plan.changes),
         training_config=(
             _train_config(result.knobs or plan.train) + (f"; recipe: {result.recipe}" if result.recipe else "")
             + f"; validation run: {result.validation_run}; command: {result.command}"
@@ -105,7 +106,7 @@ def node(state: RunState, ctx: RunContext) -> dict:
         stage=state["stage"],
         objective=plan.objective,
         rows=manifest.rows if manifest else 0,
-        method="; ".join(plan.changes),
+        method=plan.method,
         score=report.accuracy if report else None,
         delta_vs_base=report.accuracy - state["baseline"].accuracy if report else None,
         kept=kept,
@@ -177,3 +178,16 @@ def _train_config(k: TrainKnobs) -> str:
         f"{k.finetuning_type} SFT from {k.start_from}, lr {k.learning_rate:g}, {k.epochs:g} epoch(s), "
         f"batch {k.batch_size}, cutoff {k.cutoff_len}"
     )
+
+
+def _made(manifest) -> str:
+    """What the model's own samples and the generator contributed to the data."""
+    parts = []
+    if s := manifest.sampling:
+        parts.append(f"{s.samples} answers per question at temperature {s.temperature:g} from {s.model_dir} for "
+                     f"{s.questions} questions, pass rate {s.pass_rate:.3f}, rows per question "
+                     f"{s.kept_per_question}, {s.seconds:.0f} s")
+    for g in manifest.generation:
+        parts.append(f"generator {g.generator} ({g.mode}): {g.kept} of {g.asked} kept"
+                     + (f" (dropped: {g.dropped})" if g.dropped else ""))
+    return "".join(f"; {p}" for p in parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.handoffs import Evidence, IterationPlan
 from core.state import ITERATION_FIELDS, RunState
 from roles import rules
-from roles.budget import affordable_rows
+from roles.budget import affordable_answers, affordable_rows
 from roles.context import RunContext
 
 
@@ -20,7 +20,10 @@ def evidence(state: RunState, ctx: RunContext, iteration: int) -> Evidence:
         iteration=iteration, stage=state["stage"], on_gpu=ctx.on_gpu, budget_left_s=budget_left, affordable_rows=cap,
         baseline=state["baseline"], best=state["best"], last_eval=last_eval, history=state.get("history", []),
         last_train=last_train, last_plan=last_plan, task_description=ctx.task.description,
-        answer_format=ctx.task.answer_line_hint, default_cutoff=ctx.task.train_cutoff)
+        answer_format=ctx.task.answer_line_hint, default_cutoff=ctx.task.train_cutoff,
+        methods=["sft", "self_distill", "dpo"] if ctx.task.grades_training_rows else ["sft"],
+        can_generate=bool(ctx.settings.generator) and ctx.task.free_text_prompts,
+        affordable_answers=affordable_answers(budget_left, last_eval or state["baseline"]))
     modes = (last_eval or state["baseline"]).failure_modes
     query = "; ".join(f"{m.label} ({m.category})" for m in modes[:3]) or "first iteration"
     hits = ctx.memory.search(query, k=5, kinds=["log_entry", "failure_mode"], where={"task": ctx.task.name})
@@ -34,7 +37,9 @@ def node(state: RunState, ctx: RunContext) -> dict:
     ev = evidence(state, ctx, iteration)
     plan = ctx.policy("planner").plan(ev)
     plan = plan.model_copy(update={"iteration": iteration, "stage": state["stage"]})
-    rules.enforce("planner", rules.plan_problems(plan, ev.affordable_rows))
+    rules.enforce("planner", rules.plan_problems(plan, ev.affordable_rows, methods=ev.methods,
+                                                 can_generate=ev.can_generate,
+                                                 affordable_answers=ev.affordable_answers))
     paths = ctx.ws.iteration(iteration)
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.plan_md.write_text(render_plan(plan))

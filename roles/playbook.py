@@ -25,6 +25,10 @@ from core.handoffs import (
 CPU_FIRST_ROWS = 160
 """On CPU the first run is kept small: it measures the training speed the later plans are sized by (160 rows of
 the 135M student took about 10 minutes on 2 cores). On GPU the first run takes all the budget affords."""
+SAMPLES = 4
+"""Answers sampled per question for self-distillation and DPO (the seed's runs used a handful)."""
+MIN_QUESTIONS = 8
+"""Fewer questions than this are not worth a sampled iteration."""
 EXPLORATION_ROUTES = ("include the evaluation's system block in training prompts", "train longer on the same data",
                       "lower learning rate with more data")
 
@@ -62,23 +66,40 @@ class Playbook:
         improved = bool(record and record.kept)
         data, train = last.data.model_copy(), last.train.model_copy()
         data.seed = last.data.seed + 1  # fresh rows each iteration
+        method = last.method if improved else "sft"  # a method that did not help is dropped
+        data.augment, data.synthesize = "none", 0
         changes: list[str] = []
+        dominant = ev.last_eval.failure_modes[0].category if ev.last_eval and ev.last_eval.failure_modes else "data"
         if record and record.status != "completed":
             train.learning_rate /= 2
             changes.append(f"last iteration {record.status}: halve the learning rate to {train.learning_rate:g}")
         elif ev.stage == Stage.EXPLORATION:
-            route = EXPLORATION_ROUTES[(ev.iteration - 1) % len(EXPLORATION_ROUTES)]
+            route = _routes(ev)[(ev.iteration - 1) % len(_routes(ev))]
             changes.append(f"stage 3 route: {route}")
             if route.startswith("include"):
                 data.with_system, train.cutoff_len = True, max(train.cutoff_len, 4096)
                 data.max_rows = max(16, data.max_rows // 8)  # prompts are ~7x longer
             elif route.startswith("train longer"):
                 train.epochs = min(train.epochs * 2, 8)
+            elif route.startswith("self-distill"):
+                method = _sampled(ev, data, train, "self_distill")
+            elif route.startswith("preference"):
+                method = _sampled(ev, data, train, "dpo")
+            elif route.startswith("augment"):
+                data.augment = "paraphrase"
             else:
                 train.learning_rate /= 2
                 data.max_rows *= 2
+        elif not improved and last.method == "sft" and dominant == "data" and _right_sometimes(ev) \
+                and _can_sample(ev, "dpo"):
+            method = _sampled(ev, data, train, "dpo")
+            changes.append("wrong answers dominate and some are right: preference training (DPO) on the model's own "
+                           "right and wrong answers to training questions")
+        elif not improved and last.method == "sft" and _can_sample(ev, "self_distill"):
+            method = _sampled(ev, data, train, "self_distill")
+            changes.append("supervised fine-tuning stalled: self-distill on the model's own answers that the scorer "
+                           "marks right")
         else:
-            dominant = ev.last_eval.failure_modes[0].category if ev.last_eval and ev.last_eval.failure_modes else "data"
             if improved:
                 train.start_from = "best"
                 changes.append("the last change helped: continue from the best checkpoint on fresh rows")
@@ -91,6 +112,10 @@ class Playbook:
             else:
                 data.max_rows *= 2
                 changes.append("wrong final numbers dominate: double the worked solutions")
+        if method != "dpo" and ev.can_generate and record and record.rows < last.data.max_rows // 2:
+            data.augment = "paraphrase"
+            changes.append(f"only {record.rows} of {last.data.max_rows} planned rows survived: add a reworded copy of "
+                           "each row (written by the local generator)")
         data.max_rows = max(8, min(data.max_rows, cap))
         changes.append(f"{data.max_rows} rows (the budget allows about {cap})")
         kind = "both" if data != last.data and train != last.train else ("data" if data != last.data else "training")
@@ -103,6 +128,7 @@ class Playbook:
             change_kind=kind,
             success_criterion=f"development accuracy above the best so far ({ev.best.score:.3f})",
             references=ev.memory_hits[:3],
+            method=method,
             data=data,
             train=train,
         )
@@ -191,6 +217,37 @@ class Playbook:
             else "discard this checkpoint; change one setting that targets the dominant failure"
         )
         return analysis, nxt
+
+
+def _routes(ev: Evidence) -> list[str]:
+    """Stage 3's routes: the fixed ones, then the methods and generation this run can use."""
+    routes = list(EXPLORATION_ROUTES)
+    if _can_sample(ev, "self_distill"):
+        routes.append("self-distill from the best checkpoint")
+    if _can_sample(ev, "dpo") and _right_sometimes(ev):
+        routes.append("preference training (DPO) on the model's own answers")
+    if ev.can_generate:
+        routes.append("augment every row with a reworded copy")
+    return routes
+
+
+def _right_sometimes(ev: Evidence) -> bool:
+    return (ev.last_eval or ev.baseline).accuracy > 0 or ev.best.score > 0
+
+
+def _can_sample(ev: Evidence, method: str) -> bool:
+    return method in ev.methods and ev.affordable_answers >= MIN_QUESTIONS * SAMPLES
+
+
+def _sampled(ev: Evidence, data: DataKnobs, train: TrainKnobs, method: str) -> str:
+    """Set the knobs of a sampled method: from the best checkpoint when there is one, as many questions as a
+    quarter of the budget samples, and (DPO) a gentler learning rate."""
+    data.samples, data.sample_temperature = SAMPLES, 0.8
+    data.questions = max(MIN_QUESTIONS, min(data.max_rows, ev.affordable_answers // SAMPLES))
+    train.start_from = "best" if ev.best.iteration > 0 else "base"
+    if method == "dpo":
+        train.learning_rate /= 4  # preference updates move the model further per step than SFT
+    return method
 
 
 def _first_train_knobs(on_gpu: bool, cutoff_len: int) -> TrainKnobs:

@@ -7,6 +7,8 @@ than train on contaminated data, on a foreign source, or outside the bounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 
 from core import sources
@@ -36,10 +38,33 @@ def bounds_problems(model: DataKnobs | TrainKnobs) -> list[str]:
     return []
 
 
-def plan_problems(plan: IterationPlan, affordable_rows: int) -> list[str]:
+def plan_problems(plan: IterationPlan, affordable_rows: int, *, methods: Sequence[str] = ("sft",),
+                  can_generate: bool = False, affordable_answers: int | None = None) -> list[str]:
     problems = source_problems(plan.data.sources) + bounds_problems(plan.data) + bounds_problems(plan.train)
     if plan.data.max_rows > affordable_rows:
         problems.append(f"data.max_rows {plan.data.max_rows} is above the {affordable_rows} rows the budget affords")
+    return problems + method_problems(plan, methods=methods, can_generate=can_generate,
+                                      affordable_answers=affordable_answers)
+
+
+def method_problems(plan: IterationPlan, *, methods: Sequence[str], can_generate: bool,
+                    affordable_answers: int | None) -> list[str]:
+    """The method and the data operations must be ones this run can carry out, within the budget."""
+    d, problems = plan.data, []
+    if plan.method not in methods:
+        problems.append(f"method {plan.method} is not available for this benchmark (available: {', '.join(methods)}): "
+                        "self_distill and dpo need a scorer that can grade training rows")
+    generating = d.augment != "none" or d.synthesize > 0
+    if generating and not can_generate:
+        problems.append("data.augment and data.synthesize need a local generator (--generator) and a benchmark whose "
+                        "prompts are built from free text")
+    if generating and plan.method == "dpo":
+        problems.append("dpo pairs are the model's own answers: data.augment and data.synthesize apply to sft and "
+                        "self_distill")
+    sampled = d.questions * d.samples
+    if plan.method != "sft" and affordable_answers is not None and sampled > affordable_answers:
+        problems.append(f"{d.questions} questions x {d.samples} samples = {sampled} answers to sample, above the "
+                        f"{affordable_answers} the budget affords")
     return problems
 
 
@@ -55,6 +80,10 @@ def construction_problems(knobs: DataKnobs, plan: IterationPlan) -> list[str]:
     problems = source_problems(knobs.sources) + bounds_problems(knobs)
     if knobs.max_rows > plan.data.max_rows:
         problems.append(f"max_rows {knobs.max_rows} is above the plan's {plan.data.max_rows}")
+    changed = [k for k in ("augment", "synthesize", "questions", "samples", "sample_temperature", "mixture")
+               if getattr(knobs, k) != getattr(plan.data, k)]
+    if changed:
+        problems.append(f"{', '.join(changed)} differ from the plan's: sampling and generation are the plan's decision")
     return problems
 
 

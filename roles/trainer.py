@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from core.errors import TrainingFailed
-from core.handoffs import TrainResult
+from core.handoffs import DatasetManifest, TrainResult
 from core.state import RunState
 from roles import rules
 from roles.context import RunContext
@@ -35,6 +36,13 @@ def _every_tenth(say):
     return filtered
 
 
+def train_stage(manifest: DatasetManifest) -> Literal["sft", "dpo"]:
+    """The LlamaFactory stage the built dataset needs: preference pairs (a DPO plan) train with stage dpo; sft and
+    self_distill rows (the model's own right answers) with sft. LlamaFactory refuses a pairwise dataset in any
+    other stage, and a plain one in dpo."""
+    return "dpo" if manifest.pairwise else "sft"
+
+
 def node(state: RunState, ctx: RunContext) -> dict:
     plan, manifest, best = state["plan"], state["manifest"], state["best"]
     knobs = ctx.policy("trainer").train_knobs(plan, manifest)
@@ -44,28 +52,30 @@ def node(state: RunState, ctx: RunContext) -> dict:
     paths = ctx.ws.iteration(state["iteration"])
     train_dir = paths.train
     train_dir.mkdir(parents=True, exist_ok=True)
+    stage = train_stage(manifest)
     cfg = TrainConfig.for_device(
-        on_gpu=ctx.on_gpu, model_name_or_path=start, finetuning_type=knobs.finetuning_type,
+        on_gpu=ctx.on_gpu, model_name_or_path=start, stage=stage, finetuning_type=knobs.finetuning_type,
         dataset=manifest.dataset_name, dataset_dir=manifest.dataset_dir, cutoff_len=knobs.cutoff_len,
         per_device_train_batch_size=knobs.batch_size, learning_rate=knobs.learning_rate,
         num_train_epochs=knobs.epochs, output_dir=str(train_dir / "output"), seed=ctx.settings.seed,
         logging_steps=5)
     recipe, env = None, {}
     if ctx.on_gpu:
-        recipe, env, cfg = _gpu_recipe(ctx, start, knobs, cfg)
+        recipe, env, cfg = _gpu_recipe(ctx, start, knobs, cfg, manifest.pairwise)
     check_config(cfg)
     try:
-        ctx.progress(f"validation run from {Path(start).name} ({manifest.rows} rows)")
+        ctx.progress(f"validation run ({stage}) from {Path(start).name} ({manifest.rows} rows)")
         while True:  # an out-of-memory in the validation run steps the recipe down, not the iteration
             try:
                 check = validation_run(cfg, train_dir, ctx.progress, env=env)
                 break
             except TrainingFailed as e:
-                recipe = _step_down(ctx, start, knobs, recipe, e)
+                recipe = _step_down(ctx, start, knobs, recipe, e, manifest.pairwise)
                 if recipe is None:
                     raise
                 cfg = _apply(cfg, recipe)
-        ctx.progress(f"full run: lr {knobs.learning_rate:g}, {knobs.epochs:g} epoch(s), batch {knobs.batch_size}")
+        ctx.progress(f"full run ({stage}): lr {knobs.learning_rate:g}, {knobs.epochs:g} epoch(s), "
+                     f"batch {knobs.batch_size}")
         run = run_training(cfg, train_dir, _every_tenth(ctx.progress), env=env)
     except TrainingFailed as e:
         # A failed run is evidence for the log and the next plan; the log file keeps the whole story.
@@ -94,11 +104,11 @@ def _gpus() -> tuple[int, float]:
     return count, min(torch.cuda.get_device_properties(i).total_memory for i in range(count)) / (1 << 30)
 
 
-def _gpu_recipe(ctx: RunContext, start: str, knobs, cfg: TrainConfig):
+def _gpu_recipe(ctx: RunContext, start: str, knobs, cfg: TrainConfig, pairwise: bool):
     """The recipe the memory estimate picks for this model and these GPUs, said in the progress and the log."""
     gpus, gib = _gpus()
     recipe = choose_recipe(Shape.from_model(start), batch=knobs.batch_size, cutoff=knobs.cutoff_len, gpus=gpus,
-                           gpu_gib=gib, method=knobs.finetuning_type)
+                           gpu_gib=gib, method=knobs.finetuning_type, pairwise=pairwise)
     ctx.progress(f"recipe: {recipe.why}")
     # Several GPUs: LlamaFactory launches torchrun itself (NNODES, NODE_RANK, MASTER_ADDR pass through untouched).
     return recipe, ({"FORCE_TORCHRUN": "1"} if gpus > 1 else {}), _apply(cfg, recipe)
@@ -111,12 +121,13 @@ def _apply(cfg: TrainConfig, recipe: Recipe) -> TrainConfig:
                                        "deepspeed": str(recipe.deepspeed) if recipe.deepspeed else None})
 
 
-def _step_down(ctx: RunContext, start: str, knobs, recipe: Recipe | None, error: TrainingFailed) -> Recipe | None:
+def _step_down(ctx: RunContext, start: str, knobs, recipe: Recipe | None, error: TrainingFailed,
+               pairwise: bool) -> Recipe | None:
     if recipe is None or not is_out_of_memory(error):
         return None
     gpus, gib = _gpus()
     smaller = next_recipe(Shape.from_model(start), recipe, batch=knobs.batch_size, cutoff=knobs.cutoff_len,
-                          gpus=gpus, gpu_gib=gib, method=knobs.finetuning_type)
+                          gpus=gpus, gpu_gib=gib, method=knobs.finetuning_type, pairwise=pairwise)
     if smaller is not None:
         ctx.progress(f"out of memory in the validation run; stepping down: {smaller.why}")
     return smaller

@@ -34,6 +34,7 @@ class AIME2025(BenchmarkTask):
     description = ("AIME 2025 I and II: 30 competition problems with integer answers from 0 to 999; the score is "
                    "exact match of the final answer.")
     answer_line_hint = 'step-by-step reasoning, then a last line "ANSWER: <integer>" (no \\boxed)'
+    free_text_prompts = True
     eval_modules = ("inspect_evals.aime2025", "inspect_evals.utils.aime_common")
     # PostTrainBench: 16000, then 12000 and 8000 on failure. On CPU, 512 new tokens for 30 problems keeps a
     # baseline of the 135M student within minutes on 2 cores (scores are then not canonical).
@@ -99,6 +100,12 @@ class AIME2025(BenchmarkTask):
 
     def test_texts(self) -> dict[str, str]:
         return {str(r["id"]): f"{r['problem']}\n{r['answer']}" for r in self.load_test()}
+
+    def graded_sample(self, row: dict[str, Any], knobs: DataKnobs):
+        parts = _parts(row)
+        if parts is None:
+            raise InputError(f"training row {row.get('id', '?')} has neither GSM8K's nor AIME's fields")
+        return self._graded(row, knobs, parts[2])
 
     # -- evaluation ----------------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class ArenaHard(BenchmarkTask):
     description = ("Hard, open-ended user questions; a judge compares each answer with a baseline model's answer; "
                    "the score is the win rate against that baseline.")
     answer_line_hint = "a complete, helpful answer to the user's question"
+    free_text_prompts = True
     metric = "win rate vs the baseline"
     max_tokens = MaxTokens(canonical=16384, cascade=(12288, 8192), cpu=256)
     ptb_weight = 0.098  # PostTrainBench v1.2's weight in its average

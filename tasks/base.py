@@ -19,11 +19,13 @@ from core.errors import InputError
 
 if TYPE_CHECKING:
     import inspect_ai
+    from inspect_ai.dataset import Sample
+    from inspect_ai.solver import Solver
 
     from core.handoffs import DataKnobs
 
-__all__ = ["BenchmarkTask", "GenerationSettings", "InputError", "MaxTokens", "TrainingExample", "read_jsonl",
-           "sample_floor"]
+__all__ = ["BenchmarkTask", "GenerationSettings", "InputError", "MaxTokens", "TrainingExample", "graded_from",
+           "read_jsonl", "sample_floor"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,27 @@ def _user(text: str):
     return ChatMessageUser(content=text)
 
 
+def chat_messages(messages: list[dict[str, str]]) -> list[Any]:
+    """Chat messages as dicts (role, content), as inspect `ChatMessage`s."""
+    from inspect_ai.model import ChatMessageAssistant, ChatMessageSystem, ChatMessageUser
+
+    kinds = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
+    out = []
+    for m in messages:
+        if m["role"] not in kinds:
+            raise ValueError(f"unexpected chat role {m['role']!r}")
+        out.append(kinds[m["role"]](content=m["content"]))
+    return out
+
+
+def graded_from(example: TrainingExample, target: str | list[str], **fields: Any) -> Sample:
+    """A sample the canonical scorer grades, from a training example rendered with the evaluation's system message:
+    its messages as input, its source id as id, `target` and the scorer's other `fields` (choices, metadata)."""
+    from inspect_ai.dataset import Sample
+
+    return Sample(input=chat_messages(example.messages), target=target, id=example.source_id, **fields)
+
+
 class BenchmarkTask(ABC):
     """A benchmark: its data, its canonical inspect-ai task, its answer format and its generation settings."""
 
@@ -172,6 +195,9 @@ class BenchmarkTask(ABC):
     """What `benchmark_train` means for this benchmark, in words."""
     ptb_weight: ClassVar[float | None] = None
     """The benchmark's weight in PostTrainBench's weighted average (v1.2); None: reported apart."""
+    free_text_prompts: ClassVar[bool] = False
+    """The evaluation's prompt is built from one free-text input (a question), so a generator can write new ones
+    (augmentation, synthesis); not for prompts with choices, tools or code stubs."""
     needs_judge: ClassVar[bool] = False
     """Scored by a judge model: a run needs --judge."""
     seeds_always: ClassVar[bool] = False
@@ -220,6 +246,17 @@ class BenchmarkTask(ABC):
         """A training-source row rendered in the evaluation's own prompt and (with `knobs.rewrite_answers`) its
         answer format."""
 
+    def example_from_text(self, question: str, response: str, source_id: str, knobs: DataKnobs) -> TrainingExample:
+        """A training example from a question and a response written as text (a generator's rows), in the
+        evaluation's own prompt. Only for a benchmark whose prompt is built from one free-text input
+        (`free_text_prompts`)."""
+        if not self.free_text_prompts:
+            raise InputError(f"{self.name}'s prompts are not built from free text: no generated rows for it")
+        messages = self.prompt_messages(question)
+        if not knobs.with_system:
+            messages = [m for m in messages if m["role"] != "system"]
+        return TrainingExample(messages, response, source_id, question)
+
     @abstractmethod
     def test_texts(self) -> dict[str, str]:
         """Test text per sample id (the input and the reference answer), for decontamination."""
@@ -232,6 +269,34 @@ class BenchmarkTask(ABC):
     @abstractmethod
     def inspect_task(self) -> inspect_ai.Task:
         """The benchmark's canonical inspect-ai task (its solver unchanged) with the task's final scorer."""
+
+    def graded_sample(self, row: dict[str, Any], knobs: DataKnobs) -> Sample:
+        """A training-source row as a sample the canonical scorer grades (self-distillation, DPO): its input the
+        evaluation's full chat messages for the row (system message included, as the evaluation shows it), its
+        target the reference answer in the form the scorer reads, its id the training example's source id, plus
+        whatever else the scorer reads (choices, metadata). A row that cannot be graded is an `InputError`.
+        Benchmarks that cannot grade their training rows (judged ones) leave this unimplemented."""
+        raise NotImplementedError(f"{self.name} cannot grade its training rows with its own scorer")
+
+    @property
+    def grades_training_rows(self) -> bool:
+        """Whether `graded_sample` is implemented: self-distillation and DPO are possible."""
+        return type(self).graded_sample is not BenchmarkTask.graded_sample
+
+    def graded_solver(self) -> Solver:
+        """The solver for a `graded_sample`, whose input is already the rendered prompt: it generates and leaves
+        the state as the canonical solver would for the scorer (tools passed, choices marked). By default a bare
+        `generate()`."""
+        from inspect_ai.solver import generate
+
+        return generate()
+
+    def _graded(self, row: dict[str, Any], knobs: DataKnobs, target: str | list[str], **fields: Any) -> Sample:
+        """The `graded_sample` of a row: `training_example`'s messages (with the system message, answers
+        rewritten) as input, its source id as id, with `target` and the scorer's other `fields`."""
+        example = self.training_example(row, knobs.model_copy(update={"with_system": True,
+                                                                       "rewrite_answers": True}))
+        return graded_from(example, target, **fields)
 
     def generation(self, on_gpu: bool) -> GenerationSettings:
         """Generation settings for the evaluation; the CPU profile caps max_tokens (then not canonical)."""

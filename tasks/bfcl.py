@@ -121,6 +121,28 @@ class BFCL(BenchmarkTask):
     def test_texts(self) -> dict[str, str]:
         return {str(r["id"]): f"{_request(r)}\n{json.dumps(r['ground_truth'])}" for r in self.load_test()}
 
+    def graded_sample(self, row: dict[str, Any], knobs: DataKnobs):
+        """The row as inspect-evals' own loader and `single_turn_record_to_sample` make a simple_python sample: the
+        function docs (with its Python-syntax hint) and the parsed ground truth in the metadata its AST scorer
+        reads."""
+        problem = _row_problem(row)
+        if problem:
+            raise InputError(f"training row {row.get('id', '?')}: {problem}")
+        from inspect_evals.bfcl.bfcl import single_turn_record_to_sample
+        from inspect_evals.bfcl.data import BFCLRecord, _add_language_specific_hint_to_function_doc
+        from inspect_evals.bfcl.utils import CATEGORIES
+
+        config = CATEGORIES[CATEGORY]
+        fields = copy.deepcopy({k: row[k] for k in ("id", "question", "function", "ground_truth")})
+        record = BFCLRecord(**fields, category_name=CATEGORY, language=config.language, turns=1)
+        record = _add_language_specific_hint_to_function_doc({record.id: record}, config)[record.id]
+        sample = single_turn_record_to_sample(record)
+        return self._graded(row, knobs, sample.target, metadata=sample.metadata)
+
+    def graded_solver(self):
+        """The canonical solver: it passes the sample's function as a tool and generates without running it."""
+        return self.inspect_task().solver
+
     # -- evaluation ----------------------------------------------------------------------------------------
 
     def inspect_task(self):

@@ -71,28 +71,41 @@ class GPQADiamond(BenchmarkTask):
         return _text(row.get("Question"))
 
     def training_example(self, row: dict[str, Any], knobs: DataKnobs) -> TrainingExample:
-        problem = _row_problem(row, TRAIN_COLUMNS)
-        if problem:
-            raise InputError(f"training row {row.get('Record ID', '?')}: {problem}")
-        question = _text(row["Question"])
-        source_id = _text(row.get("Record ID")) or _stable_id(question)
-        # The raw rows list the correct answer first; shuffle per row (seeded, order-independent), as the
-        # evaluation shuffles its own choices, so the right letter is not always A.
-        order = list(range(len(ANSWERS)))
-        random.Random(f"{knobs.seed}:{source_id}").shuffle(order)
-        choices = [_text(row[ANSWERS[i]]) for i in order]
-        letter = chr(ord("A") + order.index(0))
+        question, source_id, choices, letter = _shuffled(row, knobs)
         explanation = _text(row.get("Explanation"))
         if knobs.rewrite_answers:
             response = f"{explanation}\n\nANSWER: {letter}" if explanation else f"ANSWER: {letter}"
         else:  # the source's own form: the reasoning and the answer's text, no letter
-            response = f"{explanation}\n\n{choices[order.index(0)]}" if explanation else choices[order.index(0)]
+            right = choices[ord(letter) - ord("A")]
+            response = f"{explanation}\n\n{right}" if explanation else right
         messages = self._render(question, choices)
         text = _join(question, choices)
         return TrainingExample(messages, response, source_id, text)
 
     def test_texts(self) -> dict[str, str]:
         return {str(r["Record ID"]): f"{r['Question']}\n{r['Correct Answer']}" for r in self.load_test()}
+
+    def graded_sample(self, row: dict[str, Any], knobs: DataKnobs):
+        """The choices in `training_example`'s order, the right one's letter as target (inspect's choice())."""
+        _, _, choices, letter = _shuffled(row, knobs)
+        return self._graded(row, knobs, letter, choices=choices)
+
+    def graded_solver(self):
+        """generate(), then what multiple_choice() does after generating: mark the choice the answer names."""
+        from inspect_ai.solver import chain, generate, solver
+        from inspect_ai.solver._multiple_choice import parse_answers, set_choices_based_on_generated_response
+
+        @solver
+        def mark_choices():
+            async def solve(state, generate):
+                answers = parse_answers(state, multiple_correct=False)
+                if answers:
+                    set_choices_based_on_generated_response(state=state, answers=answers)
+                return state
+
+            return solve
+
+        return chain(generate(), mark_choices())
 
     # -- evaluation ----------------------------------------------------------------------------------------
 
@@ -155,6 +168,21 @@ class GPQADiamond(BenchmarkTask):
         download(upstream.GPQA_DIAMOND_DATASET_URL, upstream.GPQA_DIAMOND_DATASET_SHA256,
                  upstream.GPQA_DIAMOND_CACHE_PATH)
         return Path(upstream.GPQA_DIAMOND_CACHE_PATH)
+
+
+def _shuffled(row: dict[str, Any], knobs: DataKnobs) -> tuple[str, str, list[str], str]:
+    """(question, source id, choices in their shown order, the right choice's letter) of a training row."""
+    problem = _row_problem(row, TRAIN_COLUMNS)
+    if problem:
+        raise InputError(f"training row {row.get('Record ID', '?')}: {problem}")
+    question = _text(row["Question"])
+    source_id = _text(row.get("Record ID")) or _stable_id(question)
+    # The raw rows list the correct answer first; shuffle per row (seeded, order-independent), as the
+    # evaluation shuffles its own choices, so the right letter is not always A.
+    order = list(range(len(ANSWERS)))
+    random.Random(f"{knobs.seed}:{source_id}").shuffle(order)
+    choices = [_text(row[ANSWERS[i]]) for i in order]
+    return question, source_id, choices, chr(ord("A") + order.index(0))
 
 
 def _row_problem(row: dict[str, Any], columns: tuple[str, ...]) -> str | None:

@@ -25,6 +25,7 @@ class GSM8K(BenchmarkTask):
     name = "gsm8k"
     description = "Grade-school math word problems; the score is exact match of the final number."
     answer_line_hint = 'the reasoning, then a last line of the form "ANSWER: <number>"'
+    free_text_prompts = True
     eval_modules = ("inspect_evals.gsm8k",)
     # PostTrainBench: 4000, then 3000 and 2000 on failure. The CPU profile's 256 fits a 135M model on 2 cores
     # (scores are then not canonical).
@@ -92,6 +93,11 @@ class GSM8K(BenchmarkTask):
         # The same shape as the task's own few-shot answers: reasoning, blank line, answer line.
         response = f"{reasoning}\n\nANSWER: {sample.target}" if knobs.rewrite_answers else row["answer"]
         return TrainingExample(messages, response, str(sample.id), str(sample.input))
+
+    def graded_sample(self, row: dict[str, Any], knobs: DataKnobs):
+        from inspect_evals.gsm8k.gsm8k import record_to_sample
+
+        return self._graded(row, knobs, record_to_sample(row).target)
 
     def answer_ok(self, response: str) -> bool:
         return bool(ANSWER_LINE.search(response))

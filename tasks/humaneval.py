@@ -98,6 +98,24 @@ class HumanEval(BenchmarkTask):
         response = fenced(function) if knobs.rewrite_answers else _normalise(str(row["code"]))
         return TrainingExample(messages, response, f"mbpp_{row['task_id']}", sample_input)
 
+    def graded_sample(self, row: dict[str, Any], knobs: DataKnobs):
+        """An MBPP row as a HumanEval sample: the metadata the sandboxed scorer reads (prompt, test, entry point),
+        its test the row's own asserts, which the judge runs with the function's name bound to the solution. The
+        judge passes arguments to the solution as plain data, so a row whose tests call the function with anything
+        else (objects of a class its code defines) cannot be graded: an `InputError`."""
+        problem = _mbpp_problem(row, 2 if self.option(knobs, "doc_examples") else 0)
+        if problem is None:
+            raise InputError(f"MBPP row {row.get('task_id')!r}: its code has no parseable function its tests call")
+        prompt, function = problem
+        entry = _parse(function).body[0].name
+        tests = [t for t in row["test_list"] if isinstance(t, str)]
+        if not tests or not all(_plain_calls(t, entry) for t in tests):
+            raise InputError(f"MBPP row {row.get('task_id')!r}: its tests call {entry} with arguments other than "
+                             "plain literals, which the sandboxed judge cannot pass to the solution")
+        setup = row.get("test_setup_code")
+        test = "\n".join([setup, *tests] if isinstance(setup, str) and setup.strip() else tests)
+        return self._graded(row, knobs, function, metadata={"prompt": prompt, "test": test, "entry_point": entry})
+
     def answer_ok(self, response: str) -> bool:
         from inspect_evals.humaneval.humaneval import extract_function_body
         from inspect_evals.utils.code import extract_code_block
@@ -170,6 +188,19 @@ def _parse(source: str) -> ast.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MBPP's regex strings ("\d") are invalid escapes, harmless here
         return ast.parse(source)
+
+
+def _plain_calls(test: str, entry: str) -> bool:
+    """Whether every call of `entry` in the test passes literals only (what the judge's proxy can carry)."""
+    try:
+        calls = [n for n in ast.walk(_parse(test)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                 and n.func.id == entry]
+        for call in calls:
+            for value in [*call.args, *(k.value for k in call.keywords)]:
+                ast.literal_eval(value)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        return False
+    return bool(calls) and all(k.arg is not None for c in calls for k in c.keywords)
 
 
 def _example(node: ast.stmt) -> str | None:

@@ -83,3 +83,39 @@ def eval_report_stub(accuracy: float = 0.0):
     return EvalReport(model_dir="base", model_sha256="-", accuracy=accuracy, stderr=0.0, n=66, limit=66,
                       canonical=False, max_tokens=256, provider="hf", log_path="-", metrics_path="-",
                       summary_path="-", failure_modes=[], runtime_s=1.0)
+
+
+def plan_of(**data):
+    """An iteration-1 plan with these data knobs (training knobs left at their defaults, cutoff 1024)."""
+    from core.handoffs import DataKnobs, IterationPlan, Stage, TrainKnobs
+
+    return IterationPlan(iteration=1, stage=Stage.LOCAL, problems=["test"], objective="test", changes=["test"],
+                         change_kind="data", success_criterion="test", data=DataKnobs(**data),
+                         train=TrainKnobs(cutoff_len=1024))
+
+
+class DataStage:
+    """Drives the compiled graph from a given plan, pausing after every validation."""
+
+    def __init__(self, ctx, plan):
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        from core.handoffs import Best, Stage
+        from graph.build import builder, checkpoint_serde
+
+        self.ctx = ctx
+        self.graph = builder().compile(checkpointer=InMemorySaver(serde=checkpoint_serde()),
+                                       interrupt_after=["data_validation"])
+        self.config = {"configurable": {"thread_id": "t"}}
+        self.graph.update_state(self.config, {
+            "stage": Stage.LOCAL, "iteration": 1, "plan": plan, "baseline": eval_report_stub(), "data_rounds": 0,
+            "spent_s": 0.0, "best": Best(model_dir=ctx.base_model, score=0.0, iteration=0)}, as_node="planner")
+
+    def step(self):
+        self.graph.invoke(None, self.config, context=self.ctx)
+        snap = self.graph.get_state(self.config)
+        return snap.values["verdict"], snap.next
+
+    @property
+    def values(self) -> dict:
+        return self.graph.get_state(self.config).values

@@ -5,35 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import eval_report_stub
-from langgraph.checkpoint.memory import InMemorySaver
-
-from core.handoffs import Best, DataKnobs, IterationPlan, Stage, TrainKnobs
-from graph.build import builder
-
-
-def _plan(**data) -> IterationPlan:
-    return IterationPlan(iteration=1, stage=Stage.LOCAL, problems=["test"], objective="test", changes=["test"],
-                         change_kind="data", success_criterion="test", data=DataKnobs(**data),
-                         train=TrainKnobs(cutoff_len=1024))
-
-
-class DataStage:
-    """Drives the compiled graph from a given plan, pausing after every validation."""
-
-    def __init__(self, ctx, plan: IterationPlan):
-        self.ctx = ctx
-        self.graph = builder().compile(checkpointer=InMemorySaver(), interrupt_after=["data_validation"])
-        self.config = {"configurable": {"thread_id": "t"}}
-        base = eval_report_stub()
-        self.graph.update_state(self.config, {
-            "stage": Stage.LOCAL, "iteration": 1, "plan": plan, "baseline": base, "data_rounds": 0, "spent_s": 0.0,
-            "best": Best(model_dir=ctx.base_model, score=0.0, iteration=0)}, as_node="planner")
-
-    def step(self):
-        self.graph.invoke(None, self.config, context=self.ctx)
-        snap = self.graph.get_state(self.config)
-        return snap.values["verdict"], snap.next
+from conftest import DataStage, plan_of
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -54,7 +26,7 @@ def test_copied_test_questions_go_back_to_construction_then_get_excluded(make_co
     leaked = _rows(data_dir, "test")[100:120]
     leaked_ids = {create_stable_id(r["question"], prefix="gsm8k") for r in leaked}
     source = _write_jsonl(tmp_path / "mixed.jsonl", clean[:2500] + leaked + clean[2500:])
-    stage = DataStage(ctx, _plan(sources=[f"local:{source}"], max_rows=6000))
+    stage = DataStage(ctx, plan_of(sources=[f"local:{source}"], max_rows=6000))
 
     verdict, nxt = stage.step()
     assert verdict.decision == "back_to_construction" and nxt == ("data_construction",)
@@ -71,7 +43,7 @@ def test_copied_test_questions_go_back_to_construction_then_get_excluded(make_co
 
 def test_answers_without_the_answer_line_go_back_to_construction(make_context):
     ctx = make_context()
-    stage = DataStage(ctx, _plan(max_rows=24, rewrite_answers=False))
+    stage = DataStage(ctx, plan_of(max_rows=24, rewrite_answers=False))
     verdict, nxt = stage.step()
     assert verdict.decision == "back_to_construction" and nxt == ("data_construction",)
     align = next(c for c in verdict.checks if c.name == "alignment")
@@ -86,7 +58,7 @@ def test_answers_without_the_answer_line_go_back_to_construction(make_context):
 def test_a_source_with_no_usable_rows_goes_back_to_selection(make_context, tmp_path):
     ctx = make_context()
     source = _write_jsonl(tmp_path / "empty.jsonl", [{"question": f"q{i}", "answer": ""} for i in range(50)])
-    stage = DataStage(ctx, _plan(sources=[f"local:{source}"], max_rows=24))
+    stage = DataStage(ctx, plan_of(sources=[f"local:{source}"], max_rows=24))
     verdict, nxt = stage.step()
     assert verdict.decision == "back_to_selection" and nxt == ("data_selection",)
     assert "no usable rows" in verdict.reasons[0]
@@ -104,7 +76,7 @@ def test_exclusions_accumulate_across_rebuilds(make_context, data_dir, tmp_path)
     leaked = _rows(data_dir, "test")[200:260]
     # Interleaved, so that the rows a build draws from hold some of them each time.
     source = _write_jsonl(tmp_path / "mixed.jsonl", [r for pair in zip(leaked, clean) for r in pair] + clean[60:])
-    stage = DataStage(ctx, _plan(sources=[f"local:{source}"], max_rows=60))
+    stage = DataStage(ctx, plan_of(sources=[f"local:{source}"], max_rows=60))
     flagged: list[set[str]] = []
     for _ in range(4):
         verdict, nxt = stage.step()

@@ -86,9 +86,9 @@ def _checkpoint(ws: Path, *, finished: bool) -> None:
     from graph.build import builder, checkpoint_serde
 
     rec1 = IterationRecord(iteration=1, stage=Stage.LOCAL, objective=OBJECTIVE_1, rows=117, method="SFT on 117 rows",
-                           score=0.25, delta_vs_base=0.15, kept=True, status="completed")
+                           score=0.25, delta_vs_base=0.15, kept=True, status="completed", strategies=["D1", "U1"])
     rec2 = IterationRecord(iteration=2, stage=Stage.LOCAL, objective=OBJECTIVE_2, rows=208, method="SFT on 208 rows",
-                           score=None, delta_vs_base=None, kept=False, status="failed")
+                           score=None, delta_vs_base=None, kept=False, status="failed", strategies=["D4", "U4"])
     values = {"stage": Stage.LOCAL, "iteration": 2, "spent_s": 754.0, "baseline": _eval_report(0.10, "base"),
               "role_seconds": {"task_definition": 12.0, "baseline_evaluation": 400.0, "planner": 0.5,
                                "trainer": 240.0, "evaluator": 100.0, "logger": 1.5},
@@ -211,6 +211,11 @@ def test_screenshot(workspace: Path) -> None:
     png = Path(proc.stdout.strip().splitlines()[-1])
     assert png == workspace / "shot.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000  # a blank page is a few kB; plot and table make it far larger
+    # The strategy table is in what Chromium rendered, one row per strategy the iterations named.
+    browser = next(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          (workspace / "report.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'id="strategies"' in dom and all(f"<td>{code} " in dom for code in ("D1", "U1", "D4", "U4")), dom[-3000:]
 
 
 def test_report_shows_failure_classes_paired_comparisons_and_the_held_out_result(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from tools.llamafactory import TrainConfig, _ProgressParser, check_config, run_t
 from tools.sft_data import (
     TEMPLATE,
     end_of_turn,
+    preference_record,
     record_tokens,
     render_prompt,
     sft_record,
@@ -57,9 +58,17 @@ def gsm8k_records(data_dir: Path, tokenizer, n: int, *, cutoff_len: int, with_sy
     raise AssertionError(f"only {len(records)} rows fit cutoff_len={cutoff_len}")
 
 
+def preference_records(data_dir: Path, tokenizer, n: int, *, cutoff_len: int) -> list[dict]:
+    """`n` GSM8K pairs: the row's own solution chosen, the next row's solution (a wrong answer) rejected."""
+    rows = gsm8k_records(data_dir, tokenizer, n + 1, cutoff_len=cutoff_len // 2)
+    eos = end_of_turn(tokenizer)
+    return [preference_record(a["instruction"], a["output"], b["output"], eos) for a, b in zip(rows, rows[1:])]
+
+
 def _config(model_dir: Path, dataset_dir: Path, output_dir: Path, **fields) -> TrainConfig:
-    return TrainConfig.for_device(on_gpu=False, model_name_or_path=str(model_dir), dataset="sft",
-                                  dataset_dir=str(dataset_dir), output_dir=str(output_dir), **fields)
+    fields.setdefault("dataset", "pref" if fields.get("stage") == "dpo" else "sft")
+    return TrainConfig.for_device(on_gpu=False, model_name_or_path=str(model_dir), dataset_dir=str(dataset_dir),
+                                  output_dir=str(output_dir), **fields)
 
 
 # ------------------------------------------------------------------------------------------- dataset contract
@@ -134,6 +143,74 @@ def test_llamafactory_preprocessing_adds_nothing_to_the_rendered_text(
         assert expected[0] != tok.bos_token_id or rec["instruction"].startswith(tok.bos_token)  # no added bos
 
 
+def test_preference_record_ends_each_response_once() -> None:
+    eos = "<|im_end|>"
+    assert preference_record("P", "right", "wrong<|im_end|>", eos) == {
+        "instruction": "P", "chosen": "right<|im_end|>", "rejected": "wrong<|im_end|>"}
+    for prompt, chosen, rejected in [("", "a", "b"), ("P", " ", "b"), ("P", "a", "\n")]:
+        with pytest.raises(DatasetFormatError, match="empty"):
+            preference_record(prompt, chosen, rejected, eos)
+    with pytest.raises(DatasetFormatError, match="identical"):
+        preference_record("P", "same", "same<|im_end|>", eos)
+
+
+def test_write_ranking_dataset_registers_the_pairwise_columns(tmp_path: Path, tiny_model_dir: Path) -> None:
+    tok = _tokenizer(tiny_model_dir)
+    records = [preference_record("a prompt", "short", "a much longer rejected response", "<|im_end|>")]
+    path = write_llamafactory_dataset(records, tmp_path, "pref", ranking=True)
+    assert json.loads(path.read_text()) == records
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    assert info["pref"] == {"file_name": "pref.json", "formatting": "alpaca", "ranking": True,
+                            "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}}
+    # The pairwise length is the prompt plus the longer response (what LlamaFactory fits within cutoff_len).
+    count = len(tok.encode("a prompt", add_special_tokens=False)) + len(
+        tok.encode("a much longer rejected response<|im_end|>", add_special_tokens=False))
+    assert record_tokens(tok, records[0]) == count
+    write_llamafactory_dataset(records, tmp_path, "pref", ranking=True, tokenizer=tok, cutoff_len=count)
+    with pytest.raises(DatasetFormatError, match=f"exceed cutoff_len={count - 1}"):
+        write_llamafactory_dataset(records, tmp_path, "pref", ranking=True, tokenizer=tok, cutoff_len=count - 1)
+    with pytest.raises(DatasetFormatError, match="expected exactly"):  # SFT rows are not pairwise, and back
+        write_llamafactory_dataset([sft_record("p", "r", "<|im_end|>")], tmp_path, "bad", ranking=True)
+    with pytest.raises(DatasetFormatError, match="expected exactly"):
+        write_llamafactory_dataset(records, tmp_path, "bad")
+
+
+def test_llamafactory_pairwise_preprocessing_adds_nothing_to_the_rendered_text(
+    tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
+    """LlamaFactory's own get_dataset on the pairwise path run_dpo takes (stage "rm"): chosen and rejected input_ids
+    are exactly prompt + chosen and prompt + rejected, and the labels mask exactly the prompt."""
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.extras.constants import IGNORE_INDEX
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    tok = _tokenizer(tiny_model_dir)
+    records = preference_records(data_dir, tok, 2, cutoff_len=4096)
+    write_llamafactory_dataset(records, tmp_path / "data", "pref", ranking=True, tokenizer=tok, cutoff_len=4096)
+    cfg = _config(tiny_model_dir, tmp_path / "data", tmp_path / "out", stage="dpo", cutoff_len=4096)
+    check_config(cfg)
+
+    model_args, data_args, training_args, finetuning_args, _ = get_train_args(cfg.to_dict())
+    assert finetuning_args.stage == "dpo" and finetuning_args.use_ref_model
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    dataset = get_dataset(template, model_args, data_args, training_args, stage="rm", **tokenizer_module)
+    rows = list(dataset["train_dataset"])
+
+    assert len(rows) == 2
+    for rec, row in zip(records, rows):
+        prompt = tok(rec["instruction"], add_special_tokens=False)["input_ids"]
+        for side in ("chosen", "rejected"):
+            response = tok(rec[side], add_special_tokens=False)["input_ids"]
+            assert row[f"{side}_input_ids"] == prompt + response
+            assert tok.decode(row[f"{side}_input_ids"]) == rec["instruction"] + rec[side]
+            assert row[f"{side}_labels"] == [IGNORE_INDEX] * len(prompt) + response
+            assert tok.convert_ids_to_tokens(response[-1]) == "<|im_end|>"
+            assert rec[side].count("<|im_end|>") == 1
+        assert row["chosen_input_ids"] != row["rejected_input_ids"]
+
+
 # ---------------------------------------------------------------------------------------------- config check
 
 
@@ -146,6 +223,11 @@ def test_check_config_accepts_our_recipe_and_rejects_unknown_keys(tmp_path: Path
         check_config({**cfg.to_dict(), "bogus_learning_knob": 1})
     with pytest.raises(TrainConfigError, match="SchedulerType"):
         check_config({**cfg.to_dict(), "lr_scheduler_type": "not-a-schedule"})
+    dpo = _config(tmp_path / "model", tmp_path, tmp_path / "out", stage="dpo")
+    check_config(dpo)
+    check_config(dpo.model_copy(update={"finetuning_type": "lora", "lora_rank": 8, "lora_target": "all"}))
+    with pytest.raises(TrainConfigError, match="dpo_label_smoothing"):  # the installed parser's own DPO checks
+        check_config({**dpo.to_dict(), "pref_loss": "ipo", "dpo_label_smoothing": 0.1})
 
 
 def test_train_config_is_strict() -> None:
@@ -162,6 +244,19 @@ def test_train_config_is_strict() -> None:
     assert "max_steps" not in TrainConfig(**base).to_yaml()  # unset optionals are left to LlamaFactory
     gpu = TrainConfig.for_device(on_gpu=True, **base)
     assert (gpu.bf16, gpu.use_cpu) == (True, False)
+    with pytest.raises(ValueError, match="only apply to stage 'dpo'"):
+        TrainConfig(**base, pref_beta=0.1)
+    with pytest.raises(ValueError, match="only apply to stage 'dpo'"):
+        TrainConfig(**base, pref_loss="sigmoid")
+    with pytest.raises(ValueError, match="greater than 0"):
+        TrainConfig(**base, stage="dpo", pref_beta=0)
+    with pytest.raises(ValueError, match="pref_loss"):
+        TrainConfig(**base, stage="dpo", pref_loss="not-a-loss")  # type: ignore[arg-type]
+    dpo = TrainConfig(**base, stage="dpo")
+    assert (dpo.pref_beta, dpo.pref_loss) == (0.1, "sigmoid")  # rendered, so the recipe on disk says them
+    assert "pref_beta: 0.1" in dpo.to_yaml() and "pref_loss: sigmoid" in dpo.to_yaml()
+    assert TrainConfig(**base, stage="dpo", pref_beta=0.5, pref_loss="ipo").pref_beta == 0.5
+    assert "pref_" not in TrainConfig(**base).to_yaml()
 
 
 # ------------------------------------------------------------------------------------------- the subprocess
@@ -341,6 +436,98 @@ def test_llamafactory_full_sft_on_the_tiny_model(tmp_path: Path, tiny_model_dir:
     _assert_loads_and_generates(result["final"], tiny_model_dir)
     export_model(run.output_dir, result["final"], base_model=tiny_model_dir)  # re-export replaces in place
     assert not list(tmp_path.glob(".final*"))
+
+
+def test_llamafactory_full_dpo_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    """Validation run and full run of stage dpo on 8 GSM8K pairs (batch 4: 2 steps), exported like an SFT run."""
+    tok = _tokenizer(tiny_model_dir)
+    records = preference_records(data_dir, tok, 8, cutoff_len=512)
+    write_llamafactory_dataset(records, tmp_path / "data", "pref", ranking=True, tokenizer=tok, cutoff_len=512)
+    cfg = _config(tiny_model_dir, tmp_path / "data", tmp_path / "full" / "output", stage="dpo", cutoff_len=512,
+                  per_device_train_batch_size=4, learning_rate=1e-3, disable_gradient_checkpointing=True)
+    progress: list[str] = []
+    t0 = time.monotonic()
+    check = validation_run(cfg, tmp_path, progress.append)
+    t1 = time.monotonic()
+    run = run_training(cfg, tmp_path / "full", progress.append)
+    t2 = time.monotonic()
+    print(f"\nDPO on the tiny model: validation run {t1 - t0:.1f}s, full run {t2 - t1:.1f}s "
+          f"(trainer loop {run.train_runtime_s}s)")
+
+    assert check.steps == 2 and math.isfinite(check.train_loss)
+    assert run.returncode == 0 and run.steps == 2 and math.isfinite(run.train_loss)
+    assert "stage: dpo" in (tmp_path / "full" / "llamafactory.yaml").read_text()
+    log = run.log_path.read_text()
+    assert "Created reference model from the model itself" in log  # full DPO: a frozen copy as the reference
+    logged = [json_line for line in log.splitlines() if (json_line := _log_dict(line)) and "loss" in json_line]
+    assert len(logged) == 2  # one per step (logging_steps=1)
+    for entry in logged:
+        for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                    "logps/chosen", "logps/rejected"):
+            assert math.isfinite(float(entry[key])), (key, entry)
+    # Step 1 starts at the reference: the policy equals it, so every reward is 0 and the loss is log 2.
+    assert float(logged[0]["rewards/chosen"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(logged[0]["loss"]) == pytest.approx(math.log(2), abs=1e-3)
+    assert float(logged[1]["rewards/margins"]) != 0.0  # the policy moved away from the reference
+    assert any(p.startswith("step 2/2 loss") for p in progress) and progress[-1].startswith("done: 2/2 steps")
+    final = export_model(run.output_dir, tmp_path / "final", base_model=tiny_model_dir)
+    _assert_loads_and_generates(final, tiny_model_dir)
+
+
+@pytest.mark.parametrize("method, stage", [("dpo", "dpo"), ("self_distill", "sft"), ("sft", "sft")])
+def test_the_trainer_node_trains_a_dpo_plan_with_stage_dpo(make_context, monkeypatch, method, stage) -> None:
+    """The trainer role's recipe follows the built dataset (pairwise for a DPO plan; self-distillation trains with
+    SFT); the recipe passes the installed parsers and the progress says the stage. The runs themselves are stubbed
+    (the tests above run them)."""
+    from conftest import eval_report_stub, plan_of
+
+    from core.handoffs import Best, DatasetManifest, Stage
+    from roles import trainer
+    from tools.llamafactory import TrainRun
+
+    ctx = make_context()
+    seen: list[str] = []
+    ctx.progress = seen.append
+    recipes: list[TrainConfig] = []
+
+    def validation(cfg, workdir, on_progress=None, **_):
+        recipes.append(cfg)
+        return TrainRun(0, Path(workdir) / "train.log", 0.69, 1.0, 2, [], Path(cfg.output_dir))
+
+    def full(cfg, workdir, on_progress=None, **_):
+        recipes.append(cfg)
+        raise TrainingFailed("stubbed", 1, ["the last line"], Path(workdir) / "train.log")
+
+    monkeypatch.setattr(trainer, "validation_run", validation)
+    monkeypatch.setattr(trainer, "run_training", full)
+    manifest = DatasetManifest(dataset_dir=str(ctx.ws.root / "data"), dataset_name="pref", rows=8, sources=["x"],
+                               operations=[], content_sha256="-", with_system=False, attempt=1, method=method,
+                               pairwise=method == "dpo")
+    state = {"stage": Stage.LOCAL, "iteration": 1, "plan": plan_of().model_copy(update={"method": method}),
+             "baseline": eval_report_stub(), "manifest": manifest,
+             "best": Best(model_dir=ctx.base_model, score=0.0, iteration=0)}
+    out = trainer.node(state, ctx)
+
+    assert out["failure"].startswith("training failed: stubbed")
+    assert [c.stage for c in recipes] == [stage, stage]
+    prefs = (0.1, "sigmoid") if stage == "dpo" else (None, None)
+    assert (recipes[1].pref_beta, recipes[1].pref_loss) == prefs
+    assert any(line.startswith(f"validation run ({stage}) from ") for line in seen), seen
+    assert any(line.startswith(f"full run ({stage}): lr ") for line in seen), seen
+
+
+def _log_dict(line: str) -> dict | None:
+    """The trainer's per-step log dict ("{'loss': '0.6931', 'rewards/chosen': '0', ...}"), or None."""
+    import ast
+
+    line = line.strip()
+    if not (line.startswith("{") and line.endswith("}")):
+        return None
+    try:
+        value = ast.literal_eval(line)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @pytest.mark.slow

@@ -77,6 +77,22 @@ def choose_provider(requested: str, on_gpu: bool) -> str:
     return "vllm" if on_gpu else "prefixcache"
 
 
+def provider_model_args(task: BenchmarkTask, model_dir: str, provider: str, *, batch_size: int, greedy: bool,
+                        on_progress: Callable[[str], None] | None = None) -> dict:
+    """The model args an evaluation of `model_dir` with `provider` passes to inspect (and the provider registered):
+    vLLM's memory share and parallelism, or the local providers' batch size and sampling switch; the task's own chat
+    template where it has one."""
+    if provider == "prefixcache":
+        import tools._registry  # noqa: F401  registers the provider even where the entry point is absent
+    if provider == "vllm":
+        model_args: dict = vllm_args(model_dir, on_progress)
+    else:  # inspect's local providers sample unless told otherwise
+        model_args = {"batch_size": batch_size, "do_sample": not greedy}
+    if template := task.chat_template(model_dir):
+        model_args["chat_template"] = template
+    return model_args
+
+
 def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, on_gpu: bool, provider: str,
              batch_size: int | None, seed: int, on_progress: Callable[[str], None] | None = None, start: int = 0,
              gen: GenerationSettings | None = None) -> EvalReport:
@@ -85,17 +101,11 @@ def run_eval(task: BenchmarkTask, model_dir: str, out_dir: Path, *, limit: int, 
     `out_dir`. `gen` overrides the task's generation settings for this device (the final protocol's attempts)."""
     import inspect_ai
 
-    if provider == "prefixcache":
-        import tools._registry  # noqa: F401  registers the provider even where the entry point is absent
     gen = gen or task.generation(on_gpu)
     batch_size = batch_size or default_batch_size(provider, limit)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if provider == "vllm":
-        model_args: dict = vllm_args(model_dir, on_progress)
-    else:  # inspect's local providers sample unless told otherwise
-        model_args = {"batch_size": batch_size, "do_sample": not gen.greedy}
-    if template := task.chat_template(model_dir):
-        model_args["chat_template"] = template
+    model_args = provider_model_args(task, model_dir, provider, batch_size=batch_size, greedy=gen.greedy,
+                                     on_progress=on_progress)
     which = {"limit": limit} if start == 0 else {"sample_id": sample_ids(task, start, limit)}
     if on_progress:
         where = "" if start == 0 else f" (samples {start + 1}-{start + limit})"

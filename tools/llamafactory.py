@@ -30,6 +30,9 @@ CONFIG_NAME = "llamafactory.yaml"
 LOG_NAME = "train.log"
 TAIL_LINES = 40
 
+PrefLoss = Literal["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"]
+"""The preference losses LlamaFactory 0.9.5 accepts (RLHFArguments.pref_loss)."""
+
 
 class TrainConfig(BaseModel):
     """The LlamaFactory training recipe, one field per LlamaFactory/transformers argument (None = not rendered)."""
@@ -42,8 +45,15 @@ class TrainConfig(BaseModel):
     """LlamaFactory turns gradient checkpointing on by default. Turning it off trades memory for speed; on CPU with
     SmolLM2-135M the 49k-vocabulary head dominates and the measured difference was within noise."""
     # method
-    stage: Literal["sft"] = "sft"
+    stage: Literal["sft", "dpo"] = "sft"
+    """sft: supervised fine-tuning on instruction/output rows; dpo: preference training on instruction/chosen/rejected
+    rows (a ranking dataset). Full DPO loads a frozen copy of the start model as its reference (a second model in
+    memory); LoRA DPO uses the model with its adapters disabled."""
     do_train: bool = True
+    pref_beta: float | None = Field(default=None, gt=0)
+    """DPO only: how far the policy may move from the reference (LlamaFactory's default 0.1)."""
+    pref_loss: PrefLoss | None = None
+    """DPO only: the preference loss; sigmoid is DPO proper (orpo and simpo train without a reference model)."""
     finetuning_type: Literal["full", "lora"] = "full"
     lora_rank: int | None = Field(default=None, gt=0)
     lora_alpha: int | None = Field(default=None, gt=0)
@@ -98,6 +108,13 @@ class TrainConfig(BaseModel):
                 self.__dict__["lora_rank"] = 8
             if self.lora_target is None:
                 self.__dict__["lora_target"] = "all"
+        if self.stage == "sft" and (self.pref_beta is not None or self.pref_loss is not None):
+            raise ValueError("pref_beta/pref_loss only apply to stage 'dpo'")
+        if self.stage == "dpo":  # rendered explicitly, so the recipe on disk says what it trained with
+            if self.pref_beta is None:
+                self.__dict__["pref_beta"] = 0.1
+            if self.pref_loss is None:
+                self.__dict__["pref_loss"] = "sigmoid"
         return self
 
     @classmethod

@@ -91,8 +91,9 @@ class Recipe:
 
 
 def estimate_gib(shape: Shape, *, method: Method, zero: int, offload: bool, micro_batch: int, cutoff: int,
-                 gpus: int) -> float:
-    """Peak GPU memory of one training step, per GPU."""
+                 gpus: int, pairwise: bool = False) -> float:
+    """Peak GPU memory of one training step, per GPU. `pairwise` (DPO): every row is two sequences, and full
+    fine-tuning keeps a frozen reference copy of the model (LoRA's reference is the model with its adapters off)."""
     if method == "lora":
         state = shape.params * FROZEN_BYTES + shape.lora_params * STATE_BYTES
     elif zero == 3:
@@ -101,7 +102,9 @@ def estimate_gib(shape: Shape, *, method: Method, zero: int, offload: bool, micr
         state = shape.params * (4 + (STATE_BYTES - 4) / gpus)  # weights replicated; gradients and Adam sharded
     else:
         state = shape.params * STATE_BYTES
-    tokens = micro_batch * cutoff
+    if pairwise and method == "full":
+        state += shape.params * FROZEN_BYTES / (gpus if zero == 3 else 1)
+    tokens = micro_batch * cutoff * (2 if pairwise else 1)
     logits = tokens * shape.vocab * 4 * LOGIT_COPIES
     activations = tokens * shape.hidden * shape.layers * ACTIVATION_BYTES
     return (state + logits + activations) / GIB + OVERHEAD_GIB
@@ -116,15 +119,16 @@ def _options(method: Method, gpus: int) -> list[tuple[Method, int, bool]]:
 
 
 def _recipe(shape: Shape, option: tuple[Method, int, bool], *, batch: int, cutoff: int, gpus: int, gpu_gib: float,
-            micro: int, why: str) -> Recipe:
+            micro: int, why: str, pairwise: bool = False) -> Recipe:
     m, zero, offload = option
-    gib = estimate_gib(shape, method=m, zero=zero, offload=offload, micro_batch=micro, cutoff=cutoff, gpus=gpus)
+    gib = estimate_gib(shape, method=m, zero=zero, offload=offload, micro_batch=micro, cutoff=cutoff, gpus=gpus,
+                       pairwise=pairwise)
     return Recipe(method=m, zero=zero, offload=offload, micro_batch=micro,
                   grad_accum=max(1, math.ceil(batch / (micro * gpus))), gib=round(gib, 2), why=why)
 
 
 def choose_recipe(shape: Shape, *, batch: int, cutoff: int, gpus: int, gpu_gib: float,
-                  method: Method = "full", start: int = 0) -> Recipe:
+                  method: Method = "full", start: int = 0, pairwise: bool = False) -> Recipe:
     """The first recipe that fits (full fine-tuning plain, with ZeRO-2, with ZeRO-3 when there are several GPUs,
     ZeRO-3 with CPU offload, then LoRA; or LoRA when asked for), with the largest power-of-two micro-batch:
     gradient accumulation makes up the requested batch. `ValueError` when nothing fits even one row."""
@@ -136,13 +140,13 @@ def choose_recipe(shape: Shape, *, batch: int, cutoff: int, gpus: int, gpu_gib: 
         micro = 1 << int(math.log2(per_gpu))
         while micro >= 1:
             gib = estimate_gib(shape, method=option[0], zero=option[1], offload=option[2], micro_batch=micro,
-                               cutoff=cutoff, gpus=gpus)
+                               cutoff=cutoff, gpus=gpus, pairwise=pairwise)
             if gib <= budget:
                 why = (f"{_name(*option)} fits: about {gib:.1f} GiB of {gpu_gib:.0f} GiB per GPU with micro-batch "
                        f"{micro} ({shape.params / 1e9:.2f} B parameters, cutoff {cutoff}, {gpus} GPU(s))"
                        + (f"; not {', '.join(tried)}" if tried else ""))
                 return _recipe(shape, option, batch=batch, cutoff=cutoff, gpus=gpus, gpu_gib=gpu_gib, micro=micro,
-                               why=why)
+                               why=why, pairwise=pairwise)
             micro //= 2
         tried.append(_name(*option))
     raise ValueError(f"no recipe fits {gpu_gib:.0f} GiB per GPU for {shape.params / 1e9:.2f} B parameters at "
@@ -150,23 +154,25 @@ def choose_recipe(shape: Shape, *, batch: int, cutoff: int, gpus: int, gpu_gib: 
 
 
 def next_recipe(shape: Shape, recipe: Recipe, *, batch: int, cutoff: int, gpus: int, gpu_gib: float,
-                method: Method = "full") -> Recipe | None:
+                method: Method = "full", pairwise: bool = False) -> Recipe | None:
     """One step down after an out-of-memory: half the micro-batch, or, at 1, the next recipe (None: none left)."""
     if recipe.micro_batch > 1:
         micro = recipe.micro_batch // 2
         return _recipe(shape, (recipe.method, recipe.zero, recipe.offload), batch=batch, cutoff=cutoff, gpus=gpus,
-                       gpu_gib=gpu_gib, micro=micro, why=f"{recipe.why}; out of memory, so micro-batch {micro}")
+                       gpu_gib=gpu_gib, micro=micro, why=f"{recipe.why}; out of memory, so micro-batch {micro}",
+                       pairwise=pairwise)
     options = _options(method, gpus)
     here = options.index((recipe.method, recipe.zero, recipe.offload))
     if here + 1 >= len(options):
         return None
     try:
         return choose_recipe(shape, batch=batch, cutoff=cutoff, gpus=gpus, gpu_gib=gpu_gib, method=method,
-                             start=here + 1)
+                             start=here + 1, pairwise=pairwise)
     except ValueError:  # the estimate says nothing fits: try the next one at one row anyway
         option = options[here + 1]
         return _recipe(shape, option, batch=batch, cutoff=cutoff, gpus=gpus, gpu_gib=gpu_gib, micro=1,
-                       why=f"{_name(*option)} at micro-batch 1, after {_name(*options[here])} ran out of memory")
+                       why=f"{_name(*option)} at micro-batch 1, after {_name(*options[here])} ran out of memory",
+                       pairwise=pairwise)
 
 
 def vllm_parallelism(shape: Shape, *, gpus: int, gpu_gib: float, utilization: float) -> dict[str, int]:

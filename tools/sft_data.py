@@ -5,6 +5,11 @@ LlamaFactory's `empty` template then adds nothing around that text: its user and
 content, it has no prefix (no bos), no default system and no eos slot. `tests/test_train.py` proves it through
 LlamaFactory's own `get_dataset`. `record_tokens` counts a row the way LlamaFactory encodes it (prompt and response
 apart); construction, validation and training all use that one count.
+
+Preference (DPO) data is the pairwise form of the same contract: one pre-rendered prompt with a chosen and a
+rejected response, each ending with the end-of-turn marker, registered with `"ranking": true` so LlamaFactory's
+pairwise processor encodes prompt+chosen and prompt+rejected (`stage: dpo`); its length is the prompt plus the
+longer response, the part the processor keeps within cutoff_len.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ TEMPLATE = "empty"
 no eos slot, replace_jinja_template=False (the model's own chat template is kept)."""
 
 DATA_FORMAT_COLUMNS = {"prompt": "instruction", "response": "output"}
+RANKING_COLUMNS = {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}
+"""The dataset_info.json `columns` of a pairwise (ranking) dataset: LlamaFactory's DatasetAttr reads `prompt`,
+`chosen` and `rejected` from it; every other column (query, response, system, ...) is then unset."""
 
 
 def end_of_turn(tokenizer: Any) -> str:
@@ -62,8 +70,29 @@ def sft_record(prompt_text: str, response_text: str, eos: str) -> dict[str, str]
         raise DatasetFormatError("empty response")
     if not eos:
         raise DatasetFormatError("empty end-of-turn marker")
-    output = response_text if response_text.endswith(eos) else response_text + eos
-    return {DATA_FORMAT_COLUMNS["prompt"]: prompt_text, DATA_FORMAT_COLUMNS["response"]: output}
+    return {DATA_FORMAT_COLUMNS["prompt"]: prompt_text, DATA_FORMAT_COLUMNS["response"]: _ended(response_text, eos)}
+
+
+def preference_record(prompt_text: str, chosen: str, rejected: str, eos: str) -> dict[str, str]:
+    """One pairwise (DPO) record: the pre-rendered prompt, the chosen and the rejected response, each ending with
+    `eos` exactly once (as in `sft_record`)."""
+    if not prompt_text:
+        raise DatasetFormatError("empty prompt")
+    if not chosen.strip():
+        raise DatasetFormatError("empty chosen response")
+    if not rejected.strip():
+        raise DatasetFormatError("empty rejected response")
+    if not eos:
+        raise DatasetFormatError("empty end-of-turn marker")
+    chosen, rejected = _ended(chosen, eos), _ended(rejected, eos)
+    if chosen == rejected:
+        raise DatasetFormatError("chosen and rejected responses are identical")
+    return {RANKING_COLUMNS["prompt"]: prompt_text, RANKING_COLUMNS["chosen"]: chosen,
+            RANKING_COLUMNS["rejected"]: rejected}
+
+
+def _ended(response: str, eos: str) -> str:
+    return response if response.endswith(eos) else response + eos
 
 
 def write_llamafactory_dataset(
@@ -71,10 +100,14 @@ def write_llamafactory_dataset(
     dataset_dir: Path,
     name: str,
     *,
+    ranking: bool = False,
     tokenizer: Any | None = None,
     cutoff_len: int | None = None,
 ) -> Path:
     """Write `records` as `<dataset_dir>/<name>.json` and register it in `<dataset_dir>/dataset_info.json`.
+
+    `ranking=True` writes a pairwise (DPO) dataset of `preference_record`s (instruction/chosen/rejected), registered
+    with `"ranking": true`; otherwise the records are `sft_record`s (instruction/output).
 
     With `tokenizer` and `cutoff_len`, a record longer than cutoff_len is an error: LlamaFactory would cut the
     prompt's *end* (the question) to fit, silently training on a prompt the evaluation never shows.
@@ -85,7 +118,8 @@ def write_llamafactory_dataset(
     rows = [dict(r) for r in records]
     if not rows:
         raise DatasetFormatError("no records")
-    wanted = set(DATA_FORMAT_COLUMNS.values())
+    columns = RANKING_COLUMNS if ranking else DATA_FORMAT_COLUMNS
+    wanted = set(columns.values())
     for i, row in enumerate(rows):
         if set(row) != wanted or not all(isinstance(v, str) for v in row.values()):
             raise DatasetFormatError(f"record {i}: expected exactly string fields {sorted(wanted)}, got {sorted(row)}")
@@ -102,16 +136,28 @@ def write_llamafactory_dataset(
     _write_json_atomic(data_file, rows)
     info_path = dataset_dir / "dataset_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    info[name] = {"file_name": data_file.name, "formatting": "alpaca", "columns": dict(DATA_FORMAT_COLUMNS)}
+    entry: dict[str, Any] = {"file_name": data_file.name, "formatting": "alpaca"}
+    if ranking:
+        entry["ranking"] = True
+    info[name] = {**entry, "columns": dict(columns)}
     _write_json_atomic(info_path, info)
     return data_file
 
 
 def record_tokens(tokenizer: Any, record: Mapping[str, str]) -> int:
-    """Token count of a record as LlamaFactory's `empty` template encodes it (prompt and response separately)."""
-    prompt = tokenizer.encode(record[DATA_FORMAT_COLUMNS["prompt"]], add_special_tokens=False)
-    response = tokenizer.encode(record[DATA_FORMAT_COLUMNS["response"]], add_special_tokens=False)
-    return len(prompt) + len(response)
+    """Token count of a record as LlamaFactory's `empty` template encodes it (prompt and response separately).
+
+    A pairwise record counts the prompt plus the longer of chosen and rejected: the pairwise processor fits
+    exactly that within cutoff_len (both responses share the prompt and are cut to the same length).
+    """
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    prompt = count(record[DATA_FORMAT_COLUMNS["prompt"]])
+    if RANKING_COLUMNS["chosen"] in record:
+        return prompt + max(count(record[RANKING_COLUMNS["chosen"]]), count(record[RANKING_COLUMNS["rejected"]]))
+    return prompt + count(record[DATA_FORMAT_COLUMNS["response"]])
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:

@@ -45,7 +45,8 @@ def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, 
     checks.append(_content(task, records, eot))
 
     # The row's own input and response, not our rendering: the evaluation's instruction is in every prompt.
-    rows = [(m["source_id"], m.get("decontam") or r["instruction"] + "\n" + r["output"]) for r, m in zip(records, meta)]
+    rows = [(m["source_id"], m.get("decontam") or f"{r['instruction']}\n{_response(r)}")
+            for r, m in zip(records, meta)]
     contaminated = find_contamination(rows, index)
     hit_ids = sorted({t for ids in contaminated.values() for t in ids})
     checks.append(Check(name="decontamination", passed=not contaminated,
@@ -59,11 +60,19 @@ def validate(task: BenchmarkTask, manifest: DatasetManifest, model_dir: str, *, 
     return ValidationFindings(checks=checks, usable_rows=usable, contaminated=contaminated, report_md="\n".join(lines))
 
 
+def _response(record: dict) -> str:
+    """The response a row teaches: its output, or a preference pair's chosen answer."""
+    return record.get("output", record.get("chosen", ""))
+
+
 def _well_formed(record: dict, eot: str, tokenizer, cutoff_len: int) -> bool:
     from tools.sft_data import record_tokens
 
-    prompt, output = record.get("instruction", ""), record.get("output", "")
-    if not prompt.strip() or not output.strip() or not output.endswith(eot) or "\ufffd" in prompt + output:
+    prompt = record.get("instruction", "")
+    answers = [record.get("chosen", ""), record.get("rejected", "")] if "chosen" in record else [_response(record)]
+    if not prompt.strip() or "\ufffd" in prompt:
+        return False
+    if any(not a.strip() or not a.endswith(eot) or "\ufffd" in a for a in answers):
         return False
     return record_tokens(tokenizer, record) <= cutoff_len
 
@@ -129,7 +138,7 @@ def _alignment(task: BenchmarkTask, tokenizer, records: list[dict], meta: list[d
     mismatched = [i for i, (r, m) in enumerate(zip(records, meta))
                   if task.prompt_skeleton(mask_tools(r["instruction"], m.get("tools")), m["input"])
                   not in eval_skeletons]
-    no_answer = [i for i, r in enumerate(records) if not task.answer_ok(r["output"].removesuffix(eot))]
+    no_answer = [i for i, r in enumerate(records) if not task.answer_ok(_response(r).removesuffix(eot))]
     if mismatched:
         problems.append(f"{len(mismatched)} training prompts differ from the evaluation's prompt template "
                         f"(first: row {mismatched[0]})")
@@ -144,7 +153,7 @@ def _alignment(task: BenchmarkTask, tokenizer, records: list[dict], meta: list[d
             "Training sample:",
             "",
             "```",
-            records[i]["instruction"] + records[i]["output"],
+            records[i]["instruction"] + _response(records[i]),
             "```",
             "",
             "Evaluation prompt:",
@@ -167,8 +176,10 @@ def _alignment(task: BenchmarkTask, tokenizer, records: list[dict], meta: list[d
 
 
 def _content(task: BenchmarkTask, records: list[dict], eot: str) -> Check:
-    outputs = [r.get("output", "").removesuffix(eot) for r in records]
-    dupes = sum(n - 1 for n in Counter(r.get("instruction", "") for r in records).values() if n > 1)
+    outputs = [_response(r).removesuffix(eot) for r in records]
+    # A prompt may recur with different responses (self-distillation keeps each distinct right answer); a row
+    # may not.
+    dupes = sum(n - 1 for n in Counter((r.get("instruction", ""), _response(r)) for r in records).values() if n > 1)
     garbage = [i for i, o in enumerate(outputs) if _garbage(o)]
     # Overly templated synthesis shows as many responses sharing one shape once numbers are masked.
     shapes = Counter("".join("9" if ch.isdigit() else ch for ch in o) for o in outputs)
@@ -178,7 +189,7 @@ def _content(task: BenchmarkTask, records: list[dict], eot: str) -> Check:
     return Check(
         name="content",
         passed=ok,
-        detail=f"{dupes} duplicate prompts, {len(garbage)} garbage responses, most common response shape "
+        detail=f"{dupes} duplicate rows, {len(garbage)} garbage responses, most common response shape "
         f"covers {top_share:.0%} of rows",
     )
 

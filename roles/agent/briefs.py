@@ -72,14 +72,20 @@ def plan_inputs(ev: Evidence, cap: int) -> str:
                       for m in report.failure_modes[:3]) or "- none recorded"
     history = "\n".join(f"- iteration {r.iteration} (stage {int(r.stage)}, {r.status}): {clip(r.objective, 120)}; "
                         f"{r.rows} rows; score {r.score}; {'kept' if r.kept else 'not kept'}"
+                        + (f"; strategies {' '.join(r.strategies)}" if r.strategies else "")
                         for r in ev.history[-5:]) or "- none yet"
+    methods = (f"methods: {', '.join(ev.methods)}"
+               + (f"; sampling affords about {ev.affordable_answers} answers" if len(ev.methods) > 1 else "")
+               + f"; local generator: {'yes' if ev.can_generate else 'none'}")
     memory = "\n".join(f"- {clip(h, 220)}" for h in ev.memory_hits[:5]) or "- nothing recalled"
     last = (f"objective: {ev.last_plan.objective}\ndata: {ev.last_plan.data.model_dump_json()}\n"
-            f"train: {ev.last_plan.train.model_dump_json()}" if ev.last_plan else "none (first iteration)")
+            f"method: {ev.last_plan.method}\ntrain: {ev.last_plan.train.model_dump_json()}" if ev.last_plan
+            else "none (first iteration)")
     train = (f"{ev.last_train.runtime_s:.0f} s, {ev.last_train.steps} steps, loss {ev.last_train.train_loss}"
              if ev.last_train else "none yet")
     return (section("Run", f"iteration {ev.iteration}, stage {int(ev.stage)}; {'GPU' if ev.on_gpu else 'CPU'}; "
-                            f"{ev.budget_left_s / 60:.0f} min of budget left, enough for about {cap} training rows")
+                            f"{ev.budget_left_s / 60:.0f} min of budget left, enough for about {cap} training rows\n"
+                            f"{methods}")
             + section("Scores", f"baseline {ev.baseline.accuracy:.4f} (n={ev.baseline.n}); best "
                                  f"{ev.best.score:.4f} (iteration {ev.best.iteration})")
             + section("Latest evaluation" if ev.last_eval else "Baseline evaluation",
@@ -90,7 +96,7 @@ def plan_inputs(ev: Evidence, cap: int) -> str:
 
 def plan_brief(plan: IterationPlan) -> str:
     return (f"iteration {plan.iteration}, stage {int(plan.stage)}\nproblems: {'; '.join(plan.problems)}\n"
-            f"objective: {plan.objective}\nchanges: {'; '.join(plan.changes)}\n"
+            f"objective: {plan.objective}\nchanges: {'; '.join(plan.changes)}\nmethod: {plan.method}\n"
             f"data knobs: {plan.data.model_dump_json()}\ntraining knobs: {plan.train.model_dump_json()}")
 
 

@@ -100,17 +100,24 @@ def data_knobs(form_value: BaseModel, **extra: Any) -> DataKnobs:
     return DataKnobs(**{**fields, **extra})
 
 
-def plan_form(last: IterationPlan | None, cap: int, options: Options = NO_OPTIONS, *,
-              grid: bool = False) -> type[BaseModel]:
-    """`grid`: for models that decide without exploring, sources and training knobs come from enums."""
+SAMPLING_FIELDS = ("questions", "samples", "sample_temperature")
+GENERATION_FIELDS = ("augment", "synthesize")
+
+
+def plan_form(last: IterationPlan | None, cap: int, options: Options = NO_OPTIONS, *, grid: bool = False,
+              methods: Sequence[str] = ("sft",), can_generate: bool = False) -> type[BaseModel]:
+    """`grid`: for models that decide without exploring, sources and training knobs come from enums. Only the
+    methods and data operations this run can carry out are in the form."""
     import annotated_types
 
+    hidden = (() if len(methods) > 1 else SAMPLING_FIELDS) + (() if can_generate else GENERATION_FIELDS)
     data = _data_form(
         "PlanData",
         "What the plan asks of the data engineer.",
         last.data if last else None,
         options,
         caps={"max_rows": cap},
+        exclude=hidden + (("mixture",) if grid else ()),  # a free-form mapping is hard under a grammar
     )
     data.model_fields["sources"].json_schema_extra = {
         "items": {"type": "string", **source_names(last.data.sources if last else [], grid)}
@@ -131,6 +138,8 @@ def plan_form(last: IterationPlan | None, cap: int, options: Options = NO_OPTION
         objective=(Short, Field(description=doc["objective"].description)),
         changes=(list[Short], Field(min_length=1, max_length=4, description=doc["changes"].description)),
         change_kind=(Literal["data", "training", "both"], Field(description=doc["change_kind"].description)),
+        method=(Literal[tuple(methods)], Field(last.method if last and last.method in methods else "sft",
+                                               description=doc["method"].description)),
         success_criterion=(Short, Field(description=doc["success_criterion"].description)),
         references=(
             list[Short],
@@ -171,7 +180,7 @@ def construction_form(knobs: DataKnobs, options: Options = NO_OPTIONS) -> type[B
         "Construction knobs (the selection fixes the sources).",
         knobs,
         options,
-        exclude=("sources",),
+        exclude=("sources", "mixture", *SAMPLING_FIELDS, *GENERATION_FIELDS),  # the plan's decisions
         caps={"max_rows": knobs.max_rows},
     )
     return model(

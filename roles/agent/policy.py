@@ -84,12 +84,14 @@ class AgentPolicy:
 
     def plan(self, ev: Evidence) -> IterationPlan:
         cap = ev.affordable_rows
-        form = forms.plan_form(ev.last_plan, cap, self._options(), grid=self.backbone.force_handoff)
+        form = forms.plan_form(ev.last_plan, cap, self._options(), grid=self.backbone.force_handoff,
+                               methods=ev.methods, can_generate=ev.can_generate)
 
         def finish(f: BaseModel) -> IterationPlan:
             fields = f.model_dump()
             plan = IterationPlan(iteration=ev.iteration, stage=ev.stage, **fields)
-            _check(rules.plan_problems(plan, cap))
+            _check(rules.plan_problems(plan, cap, methods=ev.methods, can_generate=ev.can_generate,
+                                       affordable_answers=ev.affordable_answers))
             return plan
 
         return self._decide(form, briefs.plan_inputs(ev, cap), self._env(evidence=ev, affordable_rows=cap), finish)
@@ -114,7 +116,8 @@ class AgentPolicy:
         form = forms.construction_form(plan.data, self._options())
 
         def finish(f: BaseModel) -> ConstructionRequest:
-            knobs = forms.data_knobs(f.knobs, sources=[s.name for s in selection.sources])
+            kept = {k: getattr(plan.data, k) for k in ("mixture", *forms.SAMPLING_FIELDS, *forms.GENERATION_FIELDS)}
+            knobs = forms.data_knobs(f.knobs, sources=[s.name for s in selection.sources], **kept)
             _check(rules.construction_problems(knobs, plan))
             return ConstructionRequest(knobs=knobs, note=f.note)
 

@@ -86,3 +86,14 @@ def test_vllm_replicas_or_tensor_parallel():
     assert vllm_parallelism(small, gpus=1, gpu_gib=80, utilization=0.85) == {}
     assert vllm_parallelism(small, gpus=4, gpu_gib=80, utilization=0.85) == {"data_parallel_size": 4}
     assert vllm_parallelism(big, gpus=8, gpu_gib=2, utilization=0.85) == {"tensor_parallel_size": 4}
+
+
+def test_dpo_counts_two_sequences_per_row_and_a_reference_copy():
+    shape = Shape(params=7_000_000_000, hidden=4096, layers=32, intermediate=11008, vocab=32000)
+    kw = dict(zero=0, offload=False, micro_batch=4, cutoff=2048, gpus=1)
+    sft, dpo = estimate_gib(shape, method="full", **kw), estimate_gib(shape, method="full", pairwise=True, **kw)
+    assert dpo - sft > shape.params * 2 / (1 << 30)  # at least the bf16 reference copy
+    lora = estimate_gib(shape, method="lora", **kw), estimate_gib(shape, method="lora", pairwise=True, **kw)
+    assert lora[1] > lora[0]  # two sequences per row, no reference copy
+    small = choose_recipe(shape, batch=16, cutoff=2048, gpus=1, gpu_gib=80, pairwise=True)
+    assert small.micro_batch <= choose_recipe(shape, batch=16, cutoff=2048, gpus=1, gpu_gib=80).micro_batch

@@ -11,8 +11,8 @@ def plan(it: int, method: str = "sft", **knobs) -> IterationPlan:
     data = {k: v for k, v in knobs.items() if k in DataKnobs.model_fields}
     train = {k: v for k, v in knobs.items() if k in TrainKnobs.model_fields}
     return IterationPlan(iteration=it, stage=Stage.LOCAL, problems=["no answer line (53 of 66)"], objective="o",
-                         changes=["c"], change_kind="both", success_criterion="s", method=method, data=DataKnobs(**data),
-                         train=TrainKnobs(**train))
+                         changes=["c"], change_kind="both", success_criterion="s", method=method,
+                         data=DataKnobs(**data), train=TrainKnobs(**train))
 
 
 def test_the_first_sft_iteration():
@@ -32,7 +32,8 @@ def test_later_iterations_name_what_changed():
 
 
 def test_the_table_counts_tries_and_moves():
-    counts = table([(["D1", "U1"], True, True, True), (["D1", "U3"], False, True, False), (["D1"], False, False, False)])
+    counts = table([(["D1", "U1"], True, True, True), (["D1", "U3"], False, True, False),
+                    (["D1"], False, False, False)])
     assert counts["D1"] == {"tried": 3, "improved": 1, "up": 2, "kept": 1}
     assert list(counts) == ["D1", "U1", "U3"]
     assert "U3 DPO-style training" in render(counts)
