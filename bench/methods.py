@@ -43,7 +43,7 @@ class MethodSchedule(Playbook):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from graph.run import execute, parse_args, settings_from_args
+    from graph.run import execute, parse_args, quiet_libraries, settings_from_args
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default="self_distill,dpo", help="comma-separated: sft, self_distill, dpo")
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not set(methods) <= {"sft", "self_distill", "dpo"}:
         p.error(f"unknown method in {args.methods}")
     settings = settings_from_args(parse_args([*rest, "--max-iterations", str(len(methods))]))
+    quiet_libraries()
     t0 = time.monotonic()
     state = execute(settings, resume=False, policies={"planner": MethodSchedule(methods, args.questions)})
     print(f"baseline {state['baseline'].accuracy:.4f} on {state['baseline'].n}; run {time.monotonic() - t0:.0f} s")

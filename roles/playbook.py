@@ -95,7 +95,8 @@ class Playbook:
             method = _sampled(ev, data, train, "dpo")
             changes.append("wrong answers dominate and some are right: preference training (DPO) on the model's own "
                            "right and wrong answers to training questions")
-        elif not improved and last.method == "sft" and _can_sample(ev, "self_distill"):
+        elif not improved and last.method == "sft" and _can_sample(ev, "self_distill") \
+                and _expected_right(ev) >= MIN_QUESTIONS:
             method = _sampled(ev, data, train, "self_distill")
             changes.append("supervised fine-tuning stalled: self-distill on the model's own answers that the scorer "
                            "marks right")
@@ -222,7 +223,7 @@ class Playbook:
 def _routes(ev: Evidence) -> list[str]:
     """Stage 3's routes: the fixed ones, then the methods and generation this run can use."""
     routes = list(EXPLORATION_ROUTES)
-    if _can_sample(ev, "self_distill"):
+    if _can_sample(ev, "self_distill") and _expected_right(ev) >= MIN_QUESTIONS:
         routes.append("self-distill from the best checkpoint")
     if _can_sample(ev, "dpo") and _right_sometimes(ev):
         routes.append("preference training (DPO) on the model's own answers")
@@ -233,6 +234,13 @@ def _routes(ev: Evidence) -> list[str]:
 
 def _right_sometimes(ev: Evidence) -> bool:
     return (ev.last_eval or ev.baseline).accuracy > 0 or ev.best.score > 0
+
+
+def _expected_right(ev: Evidence) -> float:
+    """Right answers the sampling budget can expect at the best accuracy seen. Self-distillation trains only on
+    those: the embedded student, right 3% of the time, gave 3 right answers in 256, none in the answer format."""
+    accuracy = max((ev.last_eval or ev.baseline).accuracy, ev.best.score)
+    return accuracy * ev.affordable_answers
 
 
 def _can_sample(ev: Evidence, method: str) -> bool:

@@ -276,6 +276,9 @@ def test_progress_parser_reads_the_training_bar_and_log_dicts() -> None:
     parser = _ProgressParser(logging_steps=2)
     out = [p for line in lines if (p := parser.feed(line))]
     assert out == ["step 0/4", "step 1/4", "step 1/4 loss 10.8300", "done: 2/4 steps, train_loss 10.6800"]
+    # Without the bar (transformers hides it below warning verbosity) the epoch says where training is.
+    quiet = _ProgressParser(logging_steps=2)
+    assert [quiet.feed(lines[i]) for i in (4, 7)] == ["epoch 0.25: loss 10.8300", "done: train_loss 10.6800"]
 
 
 def _fake_python(tmp_path: Path, body: str) -> str:

@@ -198,6 +198,23 @@ def _by_difficulty(pairs: list[Pair], knobs: DataKnobs, ops: list[OpCount],
     return kept
 
 
+def rows_from_answers(task: BenchmarkTask, ex: TrainingExample, source: str, attempts: list, method: str):
+    """The rows one question's graded answers give, and how many right answers lacked the answer line.
+
+    Right means right by the scorer and written in the evaluation's answer format: the scorer may accept a bare
+    last number that the format puts on an answer line, and training on it would teach the wrong habit."""
+    right = _distinct([a.text for a in attempts if a.correct and task.answer_ok(a.text)])
+    wrong = _distinct([a.text for a in attempts if not a.correct])
+    unformatted = sum(a.correct and not task.answer_ok(a.text) for a in attempts)
+    if method == "self_distill":
+        return [(_with(ex, text, f"{ex.source_id}#{j}"), None, source, "self-sample")
+                for j, text in enumerate(right)], unformatted
+    if not wrong:
+        return [], unformatted
+    return [(_with(ex, right[0] if right else ex.response, ex.source_id), wrong[0], source,
+             "self-sample pair" if right else "reference vs self-sample")], unformatted
+
+
 def _sampled(task: BenchmarkTask, pairs: list[Pair], knobs: DataKnobs, out_dir: Path, models: Models, method: str,
              ops: list[OpCount], say: Callable[[str], None]):
     """The model's own answers to `knobs.questions` training questions, `knobs.samples` each, graded by the
@@ -221,25 +238,18 @@ def _sampled(task: BenchmarkTask, pairs: list[Pair], knobs: DataKnobs, out_dir: 
                        rows_after=len(attempts)))
     rates = {s.source_id: s.pass_rate for s in sampled}
     keep = {ex.source_id for _, ex in _by_difficulty(asked, knobs, ops, rates)}
-    chosen, per_question = [], Counter()
+    chosen, per_question, unformatted = [], Counter(), 0
     for s in sampled:
         if s.source_id not in keep or s.source_id not in by_id:
             continue
         source, ex = by_id[s.source_id]
-        right = _distinct([a.text for a in s.attempts if a.correct])
-        wrong = _distinct([a.text for a in s.attempts if not a.correct])
-        if method == "self_distill":
-            made = [(_with(ex, text, f"{ex.source_id}#{j}"), None, source, "self-sample")
-                    for j, text in enumerate(right)]
-        elif wrong:
-            made = [(_with(ex, right[0] if right else ex.response, ex.source_id), wrong[0], source,
-                     "self-sample pair" if right else "reference vs self-sample")]
-        else:
-            made = []
+        made, n_unformatted = rows_from_answers(task, ex, source, s.attempts, method)
+        unformatted += n_unformatted
         per_question[str(len(made))] += 1
         chosen += made
-    ops.append(OpCount(op="correct answers, deduplicated" if method == "self_distill"
-                       else "pairs of a correct and an incorrect answer", rows_after=len(chosen)))
+    dropped = f" ({unformatted} correct without the answer line left out)" if unformatted else ""
+    ops.append(OpCount(op=("correct answers, deduplicated" if method == "self_distill"
+                           else "pairs of a correct and an incorrect answer") + dropped, rows_after=len(chosen)))
     sampling = Sampling(model_dir=models.start, samples=knobs.samples, temperature=knobs.sample_temperature,
                         questions=len(sampled),
                         pass_rate=round(sum(a.correct for a in attempts) / max(1, len(attempts)), 4),

@@ -208,6 +208,7 @@ class TrainRun:
 _TRAIN_BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[")
 _NUMBER = r"['\"]?(-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|nan|inf)['\"]?"
 _LOSS = re.compile(r"['\"]loss['\"]: *" + _NUMBER, re.IGNORECASE)  # the trainer's per-logging-step dict
+_EPOCH = re.compile(r"['\"]epoch['\"]: *" + _NUMBER)
 _TRAIN_LOSS = re.compile(r"['\"]train_loss['\"]: *" + _NUMBER, re.IGNORECASE)  # its end-of-training dict
 
 
@@ -220,13 +221,20 @@ class _ProgressParser:
         self.total: int | None = None
         self.loss: float | None = None
 
+    def _where(self) -> str:
+        """"step 3/40 " once the trainer's bar was seen (without it: nothing)."""
+        return f"step {self.step}/{self.total} " if self.step is not None else ""
+
     def feed(self, line: str) -> str | None:
         """The progress line to report for `line`, or None when it brings nothing new."""
         if m := _TRAIN_LOSS.search(line):
-            return f"done: {self.step}/{self.total} steps, train_loss {float(m.group(1)):.4f}"
+            steps = f"{self.step}/{self.total} steps, " if self.step is not None else ""
+            return f"done: {steps}train_loss {float(m.group(1)):.4f}"
         if m := _LOSS.search(line):
             self.loss = float(m.group(1))
-            return f"step {self.step}/{self.total} loss {self.loss:.4f}"
+            epoch = _EPOCH.search(line)
+            where = self._where() or (f"epoch {float(epoch.group(1)):g}: " if epoch else "")
+            return f"{where}loss {self.loss:.4f}"
         if m := _TRAIN_BAR.search(line):
             step, total = int(m.group(1)), int(m.group(2))
             advanced = step != self.step
@@ -311,6 +319,8 @@ def _run_cli(
     env["DISABLE_VERSION_CHECK"] = "1"  # llamafactory 0.9.5 pins datasets<=4.0.0; the lock has a newer one
     env["PYTHONUNBUFFERED"] = "1"  # progress must arrive as it happens, not when a pipe buffer fills
     env.pop("TQDM_DISABLE", None)  # the trainer's bar goes to the log, and the progress lines are read from it
+    # transformers turns its bar off below warning verbosity, and graph.run quiets it to error for itself.
+    env["TRANSFORMERS_VERBOSITY"] = "warning"
     started = time.monotonic()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     parser = _ProgressParser(logging_steps)

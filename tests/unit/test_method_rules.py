@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from test_playbook import done, evidence, plan, report
 
-from core.handoffs import DataKnobs, IterationPlan, OpCount, Stage, TrainKnobs
+from core.handoffs import Best, DataKnobs, IterationPlan, OpCount, Stage, TrainKnobs
 from core.specs import generator_problem
 from roles import rules
 from roles.agent import forms
 from roles.playbook import MIN_QUESTIONS, SAMPLES, Playbook
 from tasks.base import TrainingExample
-from tools.data import _by_difficulty, _mix
+from tools.data import _by_difficulty, _mix, rows_from_answers
 
 ALL = ["sft", "self_distill", "dpo"]
 
@@ -32,13 +32,22 @@ def test_stalled_sft_turns_to_self_distillation_from_the_best_checkpoint():
     assert "self-distill" in p.objective
 
 
+def test_a_model_that_is_almost_never_right_is_not_self_distilled():
+    """At 1% the 400 affordable answers hold about 4 right ones: too few rows to be worth the sampling."""
+    low = report(0.01, "inference_template")
+    e = ev(last_plan=plan(), history=[done()], last_eval=low).model_copy(
+        update={"baseline": low, "best": Best(model_dir="b", score=0.01, iteration=0)})
+    assert Playbook().plan(e).method != "self_distill"
+    assert Playbook().plan(e.model_copy(update={"affordable_answers": 1000})).method == "self_distill"
+
+
 def test_wrong_answers_that_are_sometimes_right_turn_to_dpo_with_a_gentler_rate():
     p = Playbook().plan(ev(last_plan=plan(), history=[done()], last_eval=report(0.1, "data")))
     assert p.method == "dpo" and p.train.learning_rate == pytest.approx(1e-5) and "DPO" in p.objective
     never_right = ev(last_plan=plan(), history=[done()], last_eval=report(0.0, "data"))
     never_right = never_right.model_copy(update={"baseline": report(0.0, "data"),
                                                  "best": never_right.best.model_copy(update={"score": 0.0})})
-    assert Playbook().plan(never_right).method == "self_distill"  # no right answer to prefer
+    assert Playbook().plan(never_right).method == "sft"  # no right answer to prefer, or to distill
 
 
 def test_sampling_is_skipped_when_unavailable_or_unaffordable():
@@ -154,3 +163,25 @@ def test_generated_rows_get_room_within_the_row_cap():
     assert _source_rows(DataKnobs(max_rows=6, augment="paraphrase"), 300) == 3
     assert _source_rows(DataKnobs(max_rows=10, synthesize=4), 300) == 6
     assert _source_rows(DataKnobs(max_rows=6, augment="paraphrase"), 4) == 4  # too few rows: all, and variants
+
+
+def test_sampled_answers_become_rows_only_when_right_and_in_the_answer_format():
+    """A right number without the answer line is graded right by a lenient scorer but would teach the wrong form:
+    self-distillation leaves it out (and counts it); DPO pairs a formatted right answer with a wrong one, or the
+    reference when the model got none right in form."""
+    from toy import Toy
+
+    from tools.sampling import Attempt
+
+    task = Toy()
+    ex = task.training_example(task.training_rows()[0], DataKnobs())
+    answers = [Attempt("2 plus 100.\nANSWER: 102", True, 1.0), Attempt("It is 102", True, 1.0),
+               Attempt("2 plus 100.\nANSWER: 102", True, 1.0), Attempt("ANSWER: 7", False, 0.0)]
+    rows, unformatted = rows_from_answers(task, ex, "benchmark_train", answers, "self_distill")
+    assert [r[0].response for r in rows] == ["2 plus 100.\nANSWER: 102"] and unformatted == 1
+    assert rows[0][0].source_id == f"{ex.source_id}#0" and rows[0][3] == "self-sample"
+    (pair,), _ = rows_from_answers(task, ex, "benchmark_train", answers, "dpo")
+    assert (pair[0].response, pair[1], pair[3]) == ("2 plus 100.\nANSWER: 102", "ANSWER: 7", "self-sample pair")
+    (pair,), _ = rows_from_answers(task, ex, "benchmark_train", answers[1:2] + answers[3:], "dpo")
+    assert (pair[0].response, pair[3]) == (ex.response, "reference vs self-sample")
+    assert rows_from_answers(task, ex, "benchmark_train", answers[:3], "dpo") == ([], 1)  # nothing wrong to reject
