@@ -41,7 +41,7 @@ def test_tampering_mid_run_stops_the_run_and_leaves_it_resumable(make_context, t
 
 def test_trainer_refuses_a_start_point_this_run_never_produced(make_context, tmp_path, tiny_model_dir):
     from conftest import eval_report_stub
-    from test_data_edges import _plan
+    from conftest import plan_of as _plan
 
     from roles import trainer
 

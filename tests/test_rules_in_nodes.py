@@ -4,7 +4,9 @@ node itself (real data, the real data tools, the compiled graph)."""
 from __future__ import annotations
 
 import pytest
-from test_data_edges import DataStage, _plan, _rows, _write_jsonl
+from conftest import DataStage
+from conftest import plan_of as _plan
+from test_data_edges import _rows, _write_jsonl
 
 from core.errors import GuardViolation
 from core.handoffs import ValidationVerdict

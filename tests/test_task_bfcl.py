@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_data_edges import DataStage, _plan
+from conftest import DataStage
+from conftest import plan_of as _plan
 from test_task_aime2025 import assert_package_checksummed, mock_model, through_first_validation
 
 from core.handoffs import DataKnobs
