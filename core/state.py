@@ -42,6 +42,10 @@ class InputState(TypedDict):
     stage: Stage
 
 
+DATA_FAILURE = "data not approved"
+"""How an iteration's failure text starts when validation never approved its data."""
+
+
 class RunState(InputState, total=False):
     iteration: int
     spent_s: float
@@ -68,7 +72,8 @@ class RunState(InputState, total=False):
     train_result: TrainResult | None
     eval_report: EvalReport | None
     failure: str | None
-    """Why the current iteration could not finish (training crashed, data never approved); None when it did."""
+    """Why the current iteration could not finish (training crashed; data never approved, text starting with
+    DATA_FAILURE); None when it did."""
     last_train: TrainResult | None
     """The latest finished training run of any iteration: the planner's speed estimate reads it."""
 

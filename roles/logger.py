@@ -4,7 +4,7 @@ stage and stop decisions that follow from the record."""
 from __future__ import annotations
 
 from core.handoffs import Best, IterationPlan, IterationRecord, LogEntry, Stage, TrainKnobs
-from core.state import RunState
+from core.state import DATA_FAILURE, RunState
 from roles.context import RunContext
 from roles.strategies import NAMES, strategies
 
@@ -20,7 +20,7 @@ def node(state: RunState, ctx: RunContext) -> dict:
     verdict, manifest = state.get("verdict"), state.get("manifest")
     if not failure and verdict is not None and verdict.decision != "approve":
         failure = (
-            f"data not approved after {state.get('data_rounds', 0)} validation rounds: {'; '.join(verdict.reasons)}"
+            f"{DATA_FAILURE} after {state.get('data_rounds', 0)} validation rounds: {'; '.join(verdict.reasons)}"
         )
     report = None if failure else state["eval_report"]
     result = None if failure else state["train_result"]

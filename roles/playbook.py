@@ -21,6 +21,7 @@ from core.handoffs import (
     ValidationFindings,
     ValidationVerdict,
 )
+from core.state import DATA_FAILURE
 
 CPU_FIRST_ROWS = 160
 """On CPU the first run is kept small: it measures the training speed the later plans are sized by (160 rows of
@@ -70,7 +71,9 @@ class Playbook:
         data.augment, data.synthesize = "none", 0
         changes: list[str] = []
         dominant = ev.last_eval.failure_modes[0].category if ev.last_eval and ev.last_eval.failure_modes else "data"
-        if record and record.status != "completed":
+        if record and record.status != "completed" and record.rows == 0:  # its data was never approved
+            changes.append(f"last iteration {record.status} before training: build SFT rows from the sources again")
+        elif record and record.status != "completed":
             train.learning_rate /= 2
             changes.append(f"last iteration {record.status}: halve the learning rate to {train.learning_rate:g}")
         elif ev.stage == Stage.EXPLORATION:
@@ -198,6 +201,10 @@ class Playbook:
     def analyse(
         self, plan: IterationPlan, report: EvalReport | None, best_before: Best, failure: str | None
     ) -> tuple[str, str]:
+        if report is None and (failure or "").startswith(DATA_FAILURE):
+            return (f"the iteration did not reach training: {failure}",
+                    "build the data another way (other sources, or SFT instead of a sampled method); the validation "
+                    "reports named in Artifacts say what failed")
         if report is None:
             return (
                 f"the iteration did not reach evaluation: {failure}",

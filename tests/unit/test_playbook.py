@@ -63,6 +63,15 @@ def test_a_failed_iteration_halves_the_learning_rate():
     assert p.train.learning_rate == 2e-5 and "halve the learning rate" in p.objective
 
 
+def test_an_iteration_whose_data_was_never_approved_keeps_the_learning_rate_and_goes_back_to_sft():
+    failed = done(status="failed").model_copy(update={"rows": 0})
+    p = Playbook().plan(evidence(last_plan=plan().model_copy(update={"method": "self_distill"}), history=[failed]))
+    assert p.method == "sft" and p.train.learning_rate == 4e-5 and "before training" in p.objective
+    analysis, nxt = Playbook().analyse(plan(), None, Best(model_dir="b", score=0.1, iteration=0),
+                                       "data not approved after 4 validation rounds: no usable rows")
+    assert "did not reach training" in analysis and "learning rate" not in nxt and "validation reports" in nxt
+
+
 def test_a_kept_iteration_continues_from_the_best_checkpoint():
     p = Playbook().plan(evidence(last_plan=plan(), history=[done(kept=True)], last_eval=report(0.2, "data")))
     assert p.train.start_from == "best" and p.data.seed == 1 and p.data.max_rows == 200
