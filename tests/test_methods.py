@@ -12,6 +12,7 @@ fake: an LLM backbone).
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -206,6 +207,7 @@ def test_a_generator_on_a_remote_host_is_refused_before_any_request(make_context
     from tools.generate import Student, generate
 
     spec = "openai-compatible:http://203.0.113.7:8000/v1#big-model"
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # main() quiets libraries by env: not for later tests
     assert main(["--task", "gsm8k", "--data-dir", str(small_data_dir), "--generator", spec, "--workspace",
                  str(small_data_dir.parent / "ws")]) == 2
     assert not (small_data_dir.parent / "ws" / "run_settings.json").exists()

@@ -441,8 +441,10 @@ def test_llamafactory_full_sft_on_the_tiny_model(tmp_path: Path, tiny_model_dir:
     assert not list(tmp_path.glob(".final*"))
 
 
-def test_llamafactory_full_dpo_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_llamafactory_full_dpo_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path, data_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation run and full run of stage dpo on 8 GSM8K pairs (batch 4: 2 steps), exported like an SFT run."""
+    monkeypatch.delenv("LLAMAFACTORY_VERBOSITY", raising=False)  # its info lines say which reference model it used
     tok = _tokenizer(tiny_model_dir)
     records = preference_records(data_dir, tok, 8, cutoff_len=512)
     write_llamafactory_dataset(records, tmp_path / "data", "pref", ranking=True, tokenizer=tok, cutoff_len=512)
