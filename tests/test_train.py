@@ -107,15 +107,26 @@ def test_write_dataset_registers_it_and_refuses_truncation(tmp_path: Path, tiny_
         write_llamafactory_dataset([{"instruction": "x"}], tmp_path, "bad")
 
 
+def _llamafactory_rows(cfg: TrainConfig, stage: str) -> tuple[list[dict], object]:
+    """The train rows LlamaFactory's own get_dataset makes from cfg (its loader, template and tokenizer; stage "rm"
+    is the pairwise path run_dpo takes), and the parsed finetuning arguments."""
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    model_args, data_args, training_args, finetuning_args, _ = get_train_args(cfg.to_dict())
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    dataset = get_dataset(template, model_args, data_args, training_args, stage=stage, **tokenizer_module)
+    return list(dataset["train_dataset"]), finetuning_args
+
+
 def test_llamafactory_preprocessing_adds_nothing_to_the_rendered_text(
     tmp_path: Path, tiny_model_dir: Path, data_dir: Path
 ) -> None:
     """LlamaFactory's own get_dataset (the path run_sft takes) on our records: input_ids are exactly the tokens of
     prompt + response + end-of-turn, and the labels mask exactly the prompt."""
-    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.extras.constants import IGNORE_INDEX
-    from llamafactory.hparams import get_train_args
-    from llamafactory.model import load_tokenizer
 
     tok = _tokenizer(tiny_model_dir)
     # One record with the 10-shot system prompt, one without: both shapes the data engineer produces.
@@ -127,11 +138,7 @@ def test_llamafactory_preprocessing_adds_nothing_to_the_rendered_text(
     cfg = _config(tiny_model_dir, tmp_path / "data", tmp_path / "out", cutoff_len=4096)
     check_config(cfg)
 
-    model_args, data_args, training_args, _, _ = get_train_args(cfg.to_dict())
-    tokenizer_module = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
-    dataset = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
-    rows = list(dataset["train_dataset"])
+    rows, _ = _llamafactory_rows(cfg, "sft")
 
     assert len(rows) == 2
     for rec, row in zip(records, rows):
@@ -180,10 +187,7 @@ def test_llamafactory_pairwise_preprocessing_adds_nothing_to_the_rendered_text(
 ) -> None:
     """LlamaFactory's own get_dataset on the pairwise path run_dpo takes (stage "rm"): chosen and rejected input_ids
     are exactly prompt + chosen and prompt + rejected, and the labels mask exactly the prompt."""
-    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.extras.constants import IGNORE_INDEX
-    from llamafactory.hparams import get_train_args
-    from llamafactory.model import load_tokenizer
 
     tok = _tokenizer(tiny_model_dir)
     records = preference_records(data_dir, tok, 2, cutoff_len=4096)
@@ -191,12 +195,8 @@ def test_llamafactory_pairwise_preprocessing_adds_nothing_to_the_rendered_text(
     cfg = _config(tiny_model_dir, tmp_path / "data", tmp_path / "out", stage="dpo", cutoff_len=4096)
     check_config(cfg)
 
-    model_args, data_args, training_args, finetuning_args, _ = get_train_args(cfg.to_dict())
+    rows, finetuning_args = _llamafactory_rows(cfg, "rm")
     assert finetuning_args.stage == "dpo" and finetuning_args.use_ref_model
-    tokenizer_module = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
-    dataset = get_dataset(template, model_args, data_args, training_args, stage="rm", **tokenizer_module)
-    rows = list(dataset["train_dataset"])
 
     assert len(rows) == 2
     for rec, row in zip(records, rows):
@@ -380,12 +380,18 @@ def _alive(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------- real LlamaFactory
 
 
-def _train_validate_export(model_dir: Path, data_dir: Path, workdir: Path, *, rows: int, **fields) -> dict:
-    """Validation run, full run and export of `model_dir` on GSM8K rows, the way the trainer role does it."""
+def _train_validate_export(model_dir: Path, data_dir: Path, workdir: Path, *, rows: int, pairwise: bool = False,
+                           **fields) -> dict:
+    """Validation run, full run and export of `model_dir` on GSM8K rows (pairs when `pairwise`), the way the
+    trainer role does it."""
     tok = _tokenizer(model_dir)
     cutoff = fields.setdefault("cutoff_len", 1024)
-    records = gsm8k_records(data_dir, tok, rows, cutoff_len=cutoff)
-    write_llamafactory_dataset(records, workdir / "data", "sft", tokenizer=tok, cutoff_len=cutoff)
+    if pairwise:
+        records = preference_records(data_dir, tok, rows, cutoff_len=cutoff)
+        write_llamafactory_dataset(records, workdir / "data", "pref", ranking=True, tokenizer=tok, cutoff_len=cutoff)
+    else:
+        records = gsm8k_records(data_dir, tok, rows, cutoff_len=cutoff)
+        write_llamafactory_dataset(records, workdir / "data", "sft", tokenizer=tok, cutoff_len=cutoff)
     cfg = _config(model_dir, workdir / "data", workdir / "full" / "output", **fields)
     progress: list[str] = []
     t0 = time.monotonic()
@@ -445,18 +451,11 @@ def test_llamafactory_full_dpo_on_the_tiny_model(tmp_path: Path, tiny_model_dir:
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation run and full run of stage dpo on 8 GSM8K pairs (batch 4: 2 steps), exported like an SFT run."""
     monkeypatch.delenv("LLAMAFACTORY_VERBOSITY", raising=False)  # its info lines say which reference model it used
-    tok = _tokenizer(tiny_model_dir)
-    records = preference_records(data_dir, tok, 8, cutoff_len=512)
-    write_llamafactory_dataset(records, tmp_path / "data", "pref", ranking=True, tokenizer=tok, cutoff_len=512)
-    cfg = _config(tiny_model_dir, tmp_path / "data", tmp_path / "full" / "output", stage="dpo", cutoff_len=512,
-                  per_device_train_batch_size=4, learning_rate=1e-3, disable_gradient_checkpointing=True)
-    progress: list[str] = []
-    t0 = time.monotonic()
-    check = validation_run(cfg, tmp_path, progress.append)
-    t1 = time.monotonic()
-    run = run_training(cfg, tmp_path / "full", progress.append)
-    t2 = time.monotonic()
-    print(f"\nDPO on the tiny model: validation run {t1 - t0:.1f}s, full run {t2 - t1:.1f}s "
+    result = _train_validate_export(tiny_model_dir, data_dir, tmp_path, rows=8, pairwise=True, stage="dpo",
+                                    cutoff_len=512, per_device_train_batch_size=4, learning_rate=1e-3,
+                                    disable_gradient_checkpointing=True)
+    check, run, progress = result["check"], result["run"], result["progress"]
+    print(f"\nDPO on the tiny model: validation run {result['validation_s']:.1f}s, full run {result['full_s']:.1f}s "
           f"(trainer loop {run.train_runtime_s}s)")
 
     assert check.steps == 2 and math.isfinite(check.train_loss)
@@ -475,8 +474,7 @@ def test_llamafactory_full_dpo_on_the_tiny_model(tmp_path: Path, tiny_model_dir:
     assert float(logged[0]["loss"]) == pytest.approx(math.log(2), abs=1e-3)
     assert float(logged[1]["rewards/margins"]) != 0.0  # the policy moved away from the reference
     assert any(p.startswith("step 2/2 loss") for p in progress) and progress[-1].startswith("done: 2/2 steps")
-    final = export_model(run.output_dir, tmp_path / "final", base_model=tiny_model_dir)
-    _assert_loads_and_generates(final, tiny_model_dir)
+    _assert_loads_and_generates(result["final"], tiny_model_dir)
 
 
 @pytest.mark.parametrize("method, stage", [("dpo", "dpo"), ("self_distill", "sft"), ("sft", "sft")])
