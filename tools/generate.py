@@ -152,9 +152,11 @@ def _complete(task: BenchmarkTask, spec: str, prompts_: list[str], temperature: 
     cache: dict[str, str] = {}
     if cache_path.is_file():
         for line in cache_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
+            try:  # a line torn by a kill mid-append is asked again, as sampling's cache does
                 entry = json.loads(line)
                 cache[entry["key"]] = entry["output"]
+            except (ValueError, KeyError, TypeError):
+                continue
     todo = [i for i, k in enumerate(keys) if k not in cache]
     if todo:
         if on_progress:
